@@ -1,0 +1,89 @@
+"""Parquet files of pre-extracted documents, read one row group at a time.
+
+Large files are split by row groups (one task per group range), so memory stays
+bounded by the row-group size whatever the file size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.readers import ReadBatch, Reader, Task
+from curate.schema import doc_id
+
+
+@dataclass
+class ParquetOptions:
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+    keep_fields: list[str] = field(default_factory=list)
+    """Other columns to carry over unchanged."""
+
+
+class ParquetReader(Reader):
+    format = "parquet"
+    Options = ParquetOptions
+    suffixes = (".parquet",)
+
+    def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
+        tasks = []
+        for path in paths:
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except Exception:  # unreadable: one task, whose read reports the error
+                tasks.append(Task(self.source, self.format, path))
+                continue
+            group, start, acc = 0, 0, 0
+            for group in range(meta.num_row_groups):
+                acc += meta.row_group(group).total_byte_size
+                if acc >= target_bytes and group + 1 < meta.num_row_groups:
+                    tasks.append(Task(self.source, self.format, path, start, group + 1))
+                    start, acc = group + 1, 0
+            tasks.append(Task(self.source, self.format, path, start, None if start == 0 else meta.num_row_groups))
+        return tasks
+
+    def read(self, task: Task) -> Iterator[ReadBatch]:
+        opts = self.options
+        parquet = pq.ParquetFile(task.path)
+        names = parquet.schema_arrow.names
+        if opts.text_field not in names:
+            raise ValueError(f"{task.path}: no column {opts.text_field!r} (columns: {', '.join(names)}); set text_field")
+        columns = [c for c in dict.fromkeys([opts.text_field, opts.id_field, opts.url_field, *opts.keep_fields]) if c in names]
+        end = task.end if task.end is not None else parquet.metadata.num_row_groups
+        groups = list(range(task.start, end))
+        row = sum(parquet.metadata.row_group(g).num_rows for g in range(task.start))
+        for batch in parquet.iter_batches(batch_size=self.batch_rows, row_groups=groups, columns=columns):
+            table = pa.Table.from_batches([batch])
+            n = table.num_rows
+            if opts.id_field in names:
+                given = table[opts.id_field].cast(pa.string())
+            else:
+                given = pa.nulls(n, pa.string())
+            if given.null_count:
+                made = pa.array([doc_id(self.source, f"{task.path}:{row + i}") for i in range(n)], pa.string())
+                ids = pc.if_else(pc.is_null(given), made, given)
+            else:
+                ids = given
+            text = table[opts.text_field]
+            if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
+                text = text.cast(pa.string())
+            url = table[opts.url_field].cast(pa.string()) if opts.url_field in names else pa.nulls(n, pa.string())
+            docs = pa.table({"id": ids, "source": pa.array([self.source] * n, pa.string()), "text": text, "url": url,
+                             "path": pa.array([task.path] * n, pa.string())})
+            for name in opts.keep_fields:
+                if name in names and name not in docs.column_names:
+                    docs = docs.append_column(name, table[name])
+            missing = pc.is_null(docs["text"])
+            rejects = None
+            if pc.any(missing).as_py():
+                rejects = docs.filter(missing).append_column(
+                    "reject_reason", pa.array(["no-text-field"] * pc.sum(missing).as_py(), pa.string()))
+                docs = docs.filter(pc.invert(missing))
+            row += n
+            yield ReadBatch(docs=docs, rejects=rejects, records=n)

@@ -1,0 +1,1 @@
+"""Reports over a run's DuckDB views (``curate.dashboards``)."""

@@ -1,0 +1,1 @@
+"""Source mixtures for pretraining (``curate.mixtures``)."""

@@ -1,0 +1,1 @@
+"""curate's test-suite (``curate.tests``)."""

@@ -1,0 +1,1 @@
+"""Tokenizer training, Chinese vocabulary extension and corpus tokenization (``curate.tokenizers``)."""

@@ -1,0 +1,1 @@
+"""The bundled GPT training loop (``curate.trainer``)."""
