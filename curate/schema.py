@@ -45,11 +45,18 @@ def doc_id(source: str, location: str) -> str:
 
 
 def text_bytes(table: pa.Table) -> int:
-    """UTF-8 bytes of the ``text`` column (0 for a table without text)."""
-    if TEXT not in table.column_names or table.num_rows == 0:
+    """UTF-8 bytes of the documents: ``text``, or ``html`` where text is not extracted yet."""
+    if table.num_rows == 0:
         return 0
-    lengths = pc.binary_length(table[TEXT])
-    return int(pc.sum(lengths).as_py() or 0)
+    total = 0
+    if TEXT in table.column_names:
+        total += int(pc.sum(pc.binary_length(table[TEXT])).as_py() or 0)
+    if "html" in table.column_names:
+        html = table["html"]
+        if TEXT in table.column_names:
+            html = pc.if_else(pc.is_null(table[TEXT]), html, pa.scalar(None, html.type))
+        total += int(pc.sum(pc.binary_length(html)).as_py() or 0)
+    return total
 
 
 def conform(table: pa.Table) -> pa.Table:

@@ -101,6 +101,7 @@ class GlobalStage(Stage):
 #: pipeline only pays for the stages it uses.
 STAGES: dict[str, str] = {
     "extract": "curate.stages.extract:Extract",
+    "length": "curate.stages.length:Length",
     "langid": "curate.stages.langid:LangId",
     "gopher_quality": "curate.stages.gopher:GopherQuality",
     "gopher_repetition": "curate.stages.gopher:GopherRepetition",
@@ -122,9 +123,14 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 
 def stage_class(name: str, *, key: str = "stages", file: str | None = None) -> type[Stage]:
-    target = STAGES.get(name)
+    target = STAGES.get(name) or (name if ":" in name else None)  # "package.module:Class" for your own stages
     if target is None:
         raise ConfigError(f"unknown stage {name!r} (known: {', '.join(STAGES)})", file=file, key=key)
     module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot load stage {name!r} from {target}: {err}", file=file, key=key) from None
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise ConfigError(f"{target} is not a curate Stage", file=file, key=key)
+    return cls

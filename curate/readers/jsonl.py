@@ -8,10 +8,10 @@ is not valid JSON, or has no text, is a reject with its reason, never a crash.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import open_binary
 from curate.schema import doc_id
 
 BLOCK_BYTES = 8 << 20
@@ -110,39 +109,78 @@ def _parse_lines(lines: list[bytes]) -> list:
     out = []
     for line in lines:
         try:
-            out.append(json.loads(line))
+            out.append(json.loads(line.decode("utf-8")))
         except (ValueError, UnicodeDecodeError) as err:
             out.append(err)
     return out
 
 
 def _line_blocks(task: Task) -> Iterator[tuple[list[int], list[bytes]]]:
-    """Yield (byte offsets, non-empty lines) in blocks of about BLOCK_BYTES, for this task's range."""
-    with open_binary(task.path) as f:
-        position = task.start
+    """Yield (byte offsets, non-empty lines) in blocks of about BLOCK_BYTES, for this task's range.
+
+    Every complete line before a corrupt or truncated stretch is yielded before
+    the error is raised, so the runner keeps them and quarantines only the rest.
+    """
+    chunks = _gzip_chunks(task.path) if task.path.endswith(".gz") else _plain_chunks(task)
+    position = max(task.start - 1, 0) if not task.path.endswith(".gz") else 0
+    pending = b""
+    skip_partial = task.start > 0 and not task.path.endswith(".gz")
+    for chunk in chunks:
+        data = pending + chunk
+        if skip_partial:  # the line cut by our start belongs to the previous task
+            cut = data.find(b"\n")
+            if cut < 0:
+                pending, position = b"", position + len(data)
+                continue
+            data, position, skip_partial = data[cut + 1:], position + cut + 1, False
+        cut = data.rfind(b"\n") + 1
+        block, pending = data[:cut], data[cut:]
+        if not block:
+            continue
+        offsets, lines, stop = _split(block, position, task.end)
+        position += len(block)
+        if lines:
+            yield offsets, lines
+        if stop:
+            return
+    if pending and not skip_partial:
+        offsets, lines, _ = _split(pending, position, task.end)
+        if lines:
+            yield offsets, lines
+
+
+def _plain_chunks(task: Task) -> Iterator[bytes]:
+    with open(task.path, "rb") as f:
         if task.start > 0:
-            f.seek(task.start - 1)
-            if f.read(1) != b"\n":  # mid-line: that line belongs to the previous task
-                position = task.start + len(f.readline())
-        else:
-            f.seek(0)
-        pending = b""
-        done = False
-        while not done:
+            f.seek(task.start - 1)  # from the byte before: a newline there means our first line is whole
+        while True:
             chunk = f.read(BLOCK_BYTES)
             if not chunk:
-                chunk, done = b"", True
-            data = pending + chunk
-            cut = data.rfind(b"\n") + 1 if not done else len(data)
-            block, pending = data[:cut], data[cut:]
-            if not block:
-                continue
-            offsets, lines, stop = _split(block, position, task.end)
-            position += len(block)
-            if lines:
-                yield offsets, lines
-            if stop:
                 return
+            yield chunk
+
+
+def _gzip_chunks(path: str) -> Iterator[bytes]:
+    """Decompress (possibly multi-member) gzip, yielding all data up to a truncation, then raising."""
+    produced = 0
+    decompressor = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(1 << 20)
+            if not raw:
+                break
+            while raw:
+                out = decompressor.decompress(raw)
+                produced += len(out)
+                if out:
+                    yield out
+                if decompressor.eof:  # next gzip member, if any
+                    raw = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+                else:
+                    raw = b""
+    if not decompressor.eof and produced:  # a member was started but never finished
+        raise EOFError(f"gzip stream truncated after {produced} decompressed bytes")
 
 
 def _split(block: bytes, base: int, end: int | None) -> tuple[list[int], list[bytes], bool]:

@@ -1,0 +1,300 @@
+"""Pipeline configuration: YAML file or command-line shortcut, validated on load.
+
+    inputs:
+      - source: cc                 # the name documents carry in the `source` column
+        format: warc               # warc wet arc html jsonl parquet txt code
+        paths: [dumps/*.warc.gz]   # files, globs or directories, relative to this file
+        options: {}                # the reader's options (e.g. text_field: content)
+    stages:                        # run in this order
+      - extract
+      - langid: {languages: [en, zh]}
+      - gopher_quality: {skip_sources: [code]}
+      - dedup: {threshold: 0.8}
+    run:
+      task_mb: 64                  # split large inputs into tasks of about this size
+
+Every mistake (unknown key, wrong type, bad value, unknown stage or format)
+raises ``ConfigError`` naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from curate.params import ConfigError, build_params, coerce, parse_scalar
+from curate.readers import Reader, reader_class
+from curate.stage import GlobalStage, Stage, stage_class
+
+#: Keys a stage entry may carry besides the stage's own parameters: which rows it applies to.
+ROUTING_KEYS = ("sources", "skip_sources")
+
+#: The default pipeline, in order. Text rules skip code inputs; code gets its own rules.
+DEFAULT_STAGES = [
+    "extract",
+    "langid",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4",
+    "fineweb",
+    "code_quality",
+    "detox",
+    "dedup",
+    "pii",
+]
+#: Stages that judge natural-language text and must not see source code.
+TEXT_ONLY_STAGES = {"langid", "gopher_repetition", "gopher_quality", "c4", "fineweb", "detox", "quality"}
+CODE_ONLY_STAGES = {"code_quality"}
+
+
+@dataclass
+class RunSettings:
+    task_mb: int = 64
+    """Large inputs are split into tasks of about this many MB (files, byte ranges, row groups)."""
+    batch_rows: int = 1000
+    """Documents per record batch flowing through the stages."""
+    shard_rows: int = 200_000
+    """A task's output rolls over to a new Parquet file after this many rows."""
+    max_retries: int = 2
+    """A task whose worker dies is retried this many times before the run reports it failed."""
+
+    def validate(self) -> None:
+        for name in ("task_mb", "batch_rows", "shard_rows"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries: must be 0 or more")
+
+
+@dataclass
+class InputSpec:
+    source: str
+    format: str
+    paths: list[str]
+    options: dict = field(default_factory=dict)
+    base_dir: str = "."
+
+    def reader(self, file: str | None = None, where: str = "inputs") -> Reader:
+        cls = reader_class(self.format, key=f"{where}.format", file=file)
+        return cls.from_config(self.source, self.options, where=f"{where}.options", file=file)
+
+
+@dataclass
+class StageSpec:
+    name: str
+    params: dict = field(default_factory=dict)
+    sources: list[str] | None = None
+    skip_sources: list[str] = field(default_factory=list)
+
+    def build(self, file: str | None = None, where: str = "stages") -> Stage:
+        cls = stage_class(self.name, key=where, file=file)
+        return cls.from_config(self.params, where=f"{where}.{self.name}", file=file)
+
+    def applies_to(self, source: str) -> bool:
+        if source in self.skip_sources:
+            return False
+        return self.sources is None or source in self.sources
+
+
+@dataclass
+class PipelineConfig:
+    inputs: list[InputSpec]
+    stages: list[StageSpec]
+    run: RunSettings = field(default_factory=RunSettings)
+    file: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "inputs": [{"source": i.source, "format": i.format, "paths": i.paths, "options": i.options} for i in self.inputs],
+            "stages": [
+                {s.name: {**s.params, **({"sources": s.sources} if s.sources is not None else {}),
+                          **({"skip_sources": s.skip_sources} if s.skip_sources else {})}}
+                for s in self.stages
+            ],
+            "run": dataclasses.asdict(self.run),
+        }
+
+    def fingerprint(self) -> str:
+        """What decides the output: inputs, stages and their parameters (not paths' spelling)."""
+        body = self.to_dict()
+        body.pop("run")
+        for spec, resolved in zip(body["inputs"], self.resolved_paths()):
+            spec["paths"] = resolved
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved_paths(self) -> list[list[str]]:
+        from curate.readers import expand_paths
+
+        out = []
+        for spec in self.inputs:
+            cls = reader_class(spec.format)
+            out.append(expand_paths(spec.paths, cls, base_dir=spec.base_dir))
+        return out
+
+    def validate(self) -> None:
+        """Build every reader and stage once so that errors surface before any work starts."""
+        sources = set()
+        for i, spec in enumerate(self.inputs):
+            spec.reader(self.file, f"inputs[{i}]")
+            sources.add(spec.source)
+        globals_seen = 0
+        for i, spec in enumerate(self.stages):
+            stage = spec.build(self.file, f"stages[{i}]")
+            if isinstance(stage, GlobalStage):
+                globals_seen += 1
+                if spec.sources is not None or spec.skip_sources:
+                    raise ConfigError("a global stage sees every document; it takes no sources/skip_sources",
+                                      file=self.file, key=f"stages[{i}].{spec.name}")
+            for key in ROUTING_KEYS:
+                for name in (getattr(spec, key) or []):
+                    if name not in sources:
+                        raise ConfigError(f"no input has source {name!r} (sources: {', '.join(sorted(sources))})",
+                                          file=self.file, key=f"stages[{i}].{spec.name}.{key}")
+        names = [s.name for s in self.stages]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"stage {duplicates[0]!r} is listed twice", file=self.file, key="stages")
+
+
+def _parse_stage(entry: Any, index: int, file: str | None) -> StageSpec:
+    where = f"stages[{index}]"
+    if isinstance(entry, str):
+        name, raw = entry, {}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        (name, raw), = entry.items()
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ConfigError(f"expected a mapping of parameters, got {raw!r}", file=file, key=f"{where}.{name}")
+    else:
+        raise ConfigError(f"expected a stage name or a one-key mapping {{name: {{params}}}}, got {entry!r}",
+                          file=file, key=where)
+    raw = dict(raw)
+    routing = {k: raw.pop(k) for k in ROUTING_KEYS if k in raw}
+    sources = routing.get("sources")
+    return StageSpec(
+        name=name,
+        params=raw,
+        sources=None if sources is None else coerce(sources, list[str], f"{where}.{name}.sources", file),
+        skip_sources=coerce(routing.get("skip_sources", []), list[str], f"{where}.{name}.skip_sources", file),
+    )
+
+
+def _parse_input(entry: Any, index: int, file: str | None, base_dir: str) -> InputSpec:
+    where = f"inputs[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"expected a mapping with source, format and paths, got {entry!r}", file=file, key=where)
+    known = {"source", "format", "paths", "options"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ConfigError(f"unknown key (known: {', '.join(sorted(known))})", file=file, key=f"{where}.{unknown[0]}")
+    for key in ("source", "format", "paths"):
+        if key not in entry:
+            raise ConfigError("missing (every input needs source, format and paths)", file=file, key=f"{where}.{key}")
+    source = coerce(entry["source"], str, f"{where}.source", file)
+    if not source or "/" in source or source.startswith("."):
+        raise ConfigError(f"expected a plain name like 'cc' or 'books', got {source!r}", file=file, key=f"{where}.source")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"expected a mapping, got {options!r}", file=file, key=f"{where}.options")
+    return InputSpec(
+        source=source,
+        format=coerce(entry["format"], str, f"{where}.format", file),
+        paths=coerce(entry["paths"], list[str], f"{where}.paths", file),
+        options=options,
+        base_dir=base_dir,
+    )
+
+
+def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping with keys inputs, stages (and optionally run)", file=file)
+    unknown = sorted(set(raw) - {"inputs", "stages", "run"})
+    if unknown:
+        raise ConfigError("unknown top-level key (known: inputs, stages, run)", file=file, key=unknown[0])
+    inputs_raw = raw.get("inputs")
+    if not isinstance(inputs_raw, list) or not inputs_raw:
+        raise ConfigError("expected a non-empty list of inputs", file=file, key="inputs")
+    stages_raw = raw.get("stages", [])
+    if not isinstance(stages_raw, list):
+        raise ConfigError(f"expected a list of stages, got {stages_raw!r}", file=file, key="stages")
+    config = PipelineConfig(
+        inputs=[_parse_input(e, i, file, base_dir) for i, e in enumerate(inputs_raw)],
+        stages=[_parse_stage(e, i, file) for i, e in enumerate(stages_raw)],
+        run=build_params(RunSettings, raw.get("run"), where="run", file=file),
+        file=file,
+    )
+    config.validate()
+    return config
+
+
+def load_config(path: str) -> PipelineConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=path) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", file=path, key=where) from None
+    return from_dict(raw, file=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def default_stage_specs(code_sources: list[str], only: list[str] | None = None) -> list[StageSpec]:
+    """The default pipeline (or the named subset of it), routed so that code gets code rules."""
+    names = DEFAULT_STAGES if not only else only
+    specs = []
+    for name in names:
+        spec = StageSpec(name)
+        if name in TEXT_ONLY_STAGES and code_sources:
+            spec.skip_sources = list(code_sources)
+        if name in CODE_ONLY_STAGES:
+            spec.sources = list(code_sources)
+            if not code_sources:
+                continue  # no code input: nothing for code rules to do
+        specs.append(spec)
+    return specs
+
+
+def from_shortcut(
+    inputs: list[str],
+    fmt: str,
+    source: str | None,
+    stages: list[str] | None,
+    overrides: list[str],
+) -> PipelineConfig:
+    """``curate run --input ... --format ... [--stages a,b] [--set stage.param=value]``."""
+    where = "command line"
+    source = source or fmt
+    raw_stages = default_stage_specs([source] if fmt == "code" else [], stages)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        stage_name, dot, param = key.partition(".")
+        if not eq or not dot or not param:
+            raise ConfigError(f"expected STAGE.PARAM=VALUE, got {item!r}", file=where, key="--set")
+        matches = [s for s in raw_stages if s.name == stage_name]
+        if not matches:
+            names = ", ".join(s.name for s in raw_stages)
+            raise ConfigError(f"stage {stage_name!r} is not in this pipeline (stages: {names})", file=where, key=f"--set {key}")
+        parsed = parse_scalar(value)
+        if param in ROUTING_KEYS:
+            setattr(matches[0], param, coerce(parsed, list[str], f"--set {key}", where))
+        else:
+            matches[0].params[param] = parsed
+    raw = {
+        "inputs": [{"source": source, "format": fmt, "paths": list(inputs)}],
+        "stages": [
+            {s.name: {**copy.deepcopy(s.params),
+                      **({"sources": s.sources} if s.sources is not None else {}),
+                      **({"skip_sources": s.skip_sources} if s.skip_sources else {})}}
+            for s in raw_stages
+        ],
+    }
+    return from_dict(raw, file=where, base_dir=os.getcwd())

@@ -1,0 +1,197 @@
+"""A pool of Ray actors that run tasks, with retries, and progress bars on the driver.
+
+Actors (not plain Ray tasks) so that each worker loads its models once (the
+fastText language-ID model, word lists ...) and then runs many tasks; per-task
+overhead is one remote call. Each actor answers ``progress()`` from a second
+thread while it works, which feeds the per-task progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from curate.execute import TaskOutcome, TaskPlan, run_task, task_id_for
+from curate.readers import Reader, Task
+
+log = logging.getLogger("curate")
+console = Console(stderr=True)
+
+
+def start_ray(workers: int | None, address: str | None) -> bool:
+    """Connect to ``address`` or start an embedded local Ray; returns True when we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+    return True
+
+
+class _Worker:
+    """Runs tasks of one pipeline segment; models are loaded on the first task."""
+
+    def __init__(self, plan: TaskPlan, readers: dict[str, Reader] | None):
+        self.plan, self.readers = plan, readers
+        self.loaded_decisions = False
+        self.current: dict[str, tuple[int, int]] = {}
+        self.lock = threading.Lock()
+
+    def run(self, task: Task) -> TaskOutcome:
+        plan = self.plan
+        if plan.global_stage is not None and not self.loaded_decisions:
+            plan.global_stage.load_decisions(plan.global_workdir)
+            self.loaded_decisions = True
+        reader = self.readers[task.source] if self.readers is not None else None
+
+        def report(task_id: str, docs: int, records: int) -> None:
+            with self.lock:
+                self.current = {task_id: (docs, records)}
+
+        try:
+            return run_task(task, plan, reader, progress=report)
+        finally:
+            with self.lock:
+                self.current = {}
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        with self.lock:
+            return dict(self.current)
+
+
+class WorkerPool:
+    def __init__(self, workers: int | None, address: str | None, *, show_progress: bool = True):
+        self.requested = workers
+        self.address = address
+        self.show_progress = show_progress and sys.stderr.isatty()
+        self.size = workers or 1
+        self.start_seconds = 0.0
+        self._started_ray = False
+
+    def __enter__(self) -> "WorkerPool":
+        import ray
+
+        t0 = time.perf_counter()
+        self._started_ray = start_ray(self.requested, self.address)
+        self.start_seconds = time.perf_counter() - t0
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.size = max(1, min(self.requested or cpus, cpus))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        if self._started_ray:
+            ray.shutdown()
+
+    def say(self, message: str) -> None:
+        console.print(f"[bold]curate[/bold] {message}")
+
+    def run(
+        self,
+        plan: TaskPlan,
+        tasks: list[Task],
+        readers: dict[str, Reader] | None,
+        *,
+        label: str,
+        total: int,
+        on_done: Callable[[TaskOutcome, Task], None],
+        max_retries: int = 2,
+    ) -> tuple[list[TaskOutcome], dict[str, str]]:
+        """Run ``tasks``; returns outcomes and {task_id: error} for tasks that failed every retry."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        outcomes: list[TaskOutcome] = []
+        failed: dict[str, str] = {}
+        if not tasks:
+            self.say(f"segment {plan.segment} ({label}): all {total} tasks already done")
+            return outcomes, failed
+        remote_worker = ray.remote(num_cpus=1, max_concurrency=2)(_Worker)
+        n_actors = min(self.size, len(tasks))
+        plan_ref = ray.put(plan)
+        readers_ref = ray.put(readers)
+        actors = [remote_worker.remote(plan_ref, readers_ref) for _ in range(n_actors)]
+        idle = list(actors)
+        pending = deque(tasks)
+        attempts: dict[int, int] = {}
+        inflight: dict = {}
+        progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=not self.show_progress,
+            transient=False,
+        )
+        done_before = total - len(tasks)
+        with progress:
+            overall = progress.add_task(f"segment {plan.segment}: {label}", total=total, completed=done_before, info="")
+            bars: dict = {}
+            docs_total = 0
+            while pending or inflight:
+                while idle and pending:
+                    actor, task = idle.pop(), pending.popleft()
+                    ref = actor.run.remote(task)
+                    inflight[ref] = (actor, task)
+                    bars[ref] = progress.add_task(f"  {task_id_for(task, plan.segment)}", total=None, info="starting")
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    actor, task = inflight.pop(ref)
+                    progress.remove_task(bars.pop(ref))
+                    try:
+                        outcome = ray.get(ref)
+                    except (RayActorError, WorkerCrashedError, RayTaskError) as err:
+                        dead = not isinstance(err, RayTaskError)
+                        if dead:  # the worker process died (OOM, segfault): replace it
+                            actor = remote_worker.remote(plan_ref, readers_ref)
+                        idle.append(actor)
+                        attempts[task.index] = attempts.get(task.index, 0) + 1
+                        if attempts[task.index] <= max_retries:
+                            pending.append(task)
+                        else:
+                            failed[task_id_for(task, plan.segment)] = _short_error(err)
+                            progress.advance(overall)
+                        continue
+                    idle.append(actor)
+                    outcomes.append(outcome)
+                    docs_total += outcome.docs
+                    on_done(outcome, task)
+                    progress.update(overall, advance=1, info=f"{docs_total:,} docs kept")
+                if self.show_progress and inflight:
+                    self._refresh_bars(progress, inflight, bars)
+        for actor in actors:
+            ray.kill(actor)
+        return outcomes, failed
+
+    @staticmethod
+    def _refresh_bars(progress: Progress, inflight: dict, bars: dict) -> None:
+        import ray
+
+        refs = {actor.progress.remote(): ref for ref, (actor, _) in inflight.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.2)
+        for probe in ready:
+            try:
+                current = ray.get(probe)
+            except Exception:  # noqa: BLE001 - a dying actor: its task result will tell
+                continue
+            for _, (docs, records) in current.items():
+                bar = bars.get(refs[probe])
+                if bar is not None:
+                    progress.update(bar, completed=records, info=f"{records:,} read, {docs:,} kept")
+
+
+def _short_error(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    tail = [line for line in text if line.strip()][-1:] or [type(err).__name__]
+    return f"{type(err).__name__}: {tail[0][:500]}"
