@@ -67,6 +67,7 @@ def run(config_file, output, inputs, fmt, source, stages, overrides, workers, ad
     OUTPUT/stats (per task and stage), OUTPUT/manifest.json.
     """
     from curate.config import from_shortcut, load_config
+    from curate.pool import ClusterUnavailable
     from curate.runner import Runner
 
     if config_file and (inputs or fmt):
@@ -80,8 +81,12 @@ def run(config_file, output, inputs, fmt, source, stages, overrides, workers, ad
             raise click.UsageError("give a config file, or --input and --format")
         config = from_shortcut(list(inputs), fmt, source, [s.strip() for s in stages.split(",")] if stages else None,
                                list(overrides))
-    summary = Runner(config, output, workers=workers, address=address, overwrite=overwrite,
-                     show_progress=not no_progress).run()
+    try:
+        summary = Runner(config, output, workers=workers, address=address, overwrite=overwrite,
+                         show_progress=not no_progress).run()
+    except ClusterUnavailable as err:
+        err_console.print(f"[bold red]error[/bold red] {err}")
+        sys.exit(EXIT_FAILED)
     if summary.already_complete:
         console.print(f"[bold]curate[/bold] {output}: this run is already complete "
                       f"({summary.docs:,} docs kept, {summary.rejects:,} rejected); nothing to do.")

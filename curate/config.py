@@ -56,7 +56,7 @@ CODE_ONLY_STAGES = {"code_quality"}
 
 @dataclass
 class RunSettings:
-    task_mb: int = 64
+    task_mb: float = 64.0
     """Large inputs are split into tasks of about this many MB (files, byte ranges, row groups)."""
     batch_rows: int = 1000
     """Documents per record batch flowing through the stages."""

@@ -26,6 +26,10 @@ log = logging.getLogger("curate")
 console = Console(stderr=True)
 
 
+class ClusterUnavailable(RuntimeError):
+    """The Ray cluster named by --address / RAY_ADDRESS cannot be reached."""
+
+
 def start_ray(workers: int | None, address: str | None) -> bool:
     """Connect to ``address`` or start an embedded local Ray; returns True when we started it."""
     import ray
@@ -35,9 +39,15 @@ def start_ray(workers: int | None, address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as err:
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                " Clusters started with `ray start` use token authentication: a client connecting to an explicit "
+                "address must set RAY_AUTH_MODE=token (the token comes from RAY_AUTH_TOKEN or ~/.ray/auth_token).")
+            raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address}: {err}.{hint}") from None
     else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)  # never a stray `ray start` cluster
     return True
 
 

@@ -89,7 +89,7 @@ def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], l
     tasks: list[Task] = []
     readers: dict[str, Reader] = {}
     described = []
-    target = config.run.task_mb << 20
+    target = max(1, int(config.run.task_mb * (1 << 20)))
     for i, (spec, paths) in enumerate(zip(config.inputs, config.resolved_paths())):
         reader = spec.reader(config.file, f"inputs[{i}]")
         if spec.source in readers:

@@ -27,7 +27,7 @@ TEST_STAGES = "curate.tests.pipeline_stages"
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One embedded Ray for the in-process runs of this module (the runner reuses it)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

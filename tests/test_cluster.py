@@ -1,0 +1,52 @@
+"""`curate run --address` on an existing Ray cluster started with `ray start` (token authentication on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from curate import stats
+
+CURATE = [sys.executable, "-m", "curate.cli"]
+
+
+def _stop_session(session_dir: str) -> None:
+    """Stop only this test's cluster (`ray stop` would stop every Ray on the machine)."""
+    name = os.path.basename(session_dir)
+    found = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True)
+    for pid in found.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = str(20000 + os.getpid() % 20000)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    started = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--port", port,
+                              "--include-dashboard=false", "--disable-usage-stats"],
+                             capture_output=True, text=True, timeout=180, env=env)
+    assert started.returncode == 0, started.stderr
+    session_dir = os.path.realpath("/tmp/ray/session_latest")
+    try:
+        address = next(line.split("--address=")[1].strip().strip("'")
+                       for line in (started.stdout + started.stderr).splitlines() if "--address=" in line)
+        with open(tmp_path / "in.jsonl", "w") as f:
+            for i in range(100):
+                f.write(json.dumps({"text": f"document {i}"}) + "\n")
+        # Ray 2.60: a client that names an address sends the cluster's token only with RAY_AUTH_MODE=token
+        done = subprocess.run([*CURATE, "run", "--input", "in.jsonl", "--format", "jsonl", "--stages", "length",
+                               "--address", address, "-o", "out", "--no-progress"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                              env={**env, "RAY_AUTH_MODE": "token"})
+        assert done.returncode == 0, done.stderr
+        assert stats.connect(str(tmp_path / "out")).execute("SELECT count(*) FROM docs").fetchone()[0] == 100
+        assert "Ray start" in done.stdout
+    finally:
+        _stop_session(session_dir)
