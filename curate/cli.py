@@ -111,7 +111,7 @@ def print_funnel(output: str, by_lang: bool = False) -> None:
     for name, justify in [("source", "left"), ("stage", "left"), ("docs in", "right"), ("docs out", "right"),
                           ("MB in", "right"), ("MB out", "right"), ("kept", "right"), ("rejected", "right"),
                           ("skipped", "right"), ("s", "right")]:
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify=justify, overflow="fold")
     table.add_column("top reasons", overflow="fold")
     for source, stage, din, dout, bin_, bout, share, rejected, skipped, seconds, reasons in stats.funnel(con):
         table.add_row(source, stage, f"{din:,}", f"{dout:,}", f"{bin_ / 1e6:.2f}", f"{bout / 1e6:.2f}",

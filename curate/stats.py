@@ -84,7 +84,8 @@ def funnel(con: duckdb.DuckDBPyConnection) -> list[tuple]:
         )
         SELECT p.source, p.stage, p.docs_in, p.docs_out,
                p.bytes_in, p.bytes_out,
-               CASE WHEN p.docs_in > 0 THEN p.docs_out / p.docs_in ELSE NULL END AS kept_share,
+               -- from rejects and skips, not docs_out / docs_in: a reader may cut one record into many chunks
+               CASE WHEN p.docs_in > 0 THEN 1 - (p.rejected + p.skipped) / p.docs_in ELSE NULL END AS kept_share,
                p.rejected, p.skipped, p.seconds, coalesce(t.top_reasons, '') AS top_reasons
         FROM per_stage p LEFT JOIN top t USING (source, stage)
         ORDER BY p.source, p.segment, p.position

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
@@ -58,6 +59,49 @@ class JsonlReader(Reader):
             yield self._parse_block(task, offsets, lines)
 
     def _parse_block(self, task: Task, offsets: list[int], lines: list[bytes]) -> ReadBatch:
+        fast = self._parse_block_vectorized(task, offsets, lines)
+        return fast if fast is not None else self._parse_block_per_line(task, offsets, lines)
+
+    def _parse_block_vectorized(self, task: Task, offsets: list[int], lines: list[bytes]) -> ReadBatch | None:
+        """The common case, all in Arrow: every line is an object with a string text field."""
+        opts = self.options
+        try:
+            table = pajson.read_json(io.BytesIO(b"\n".join(lines)),
+                                     read_options=pajson.ReadOptions(block_size=BLOCK_BYTES * 2))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return None
+        names = table.column_names
+        if table.num_rows != len(lines) or opts.text_field not in names:
+            return None
+        text = table[opts.text_field]
+        if not pa.types.is_string(text.type) or text.null_count:
+            return None
+        n = table.num_rows
+        given = table[opts.id_field] if opts.id_field in names else pa.nulls(n, pa.string())
+        if not pa.types.is_string(given.type):
+            try:
+                given = given.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
+        if given.null_count:
+            made = pa.array([doc_id(self.source, f"{task.path}:{o}") for o in offsets], pa.string())
+            given = pc.if_else(pc.is_null(given), made, given)
+        url = table[opts.url_field] if opts.url_field in names else pa.nulls(n, pa.string())
+        if not pa.types.is_string(url.type):
+            return None
+        columns = {"id": given, "source": pa.array([self.source] * n, pa.string()), "text": text, "url": url,
+                   "path": pa.array([task.path] * n, pa.string())}
+        for name in opts.keep_fields:
+            if name not in names:
+                columns[name] = pa.nulls(n, pa.string())
+            elif pa.types.is_string(table[name].type):
+                columns[name] = table[name]
+            else:
+                return None  # nested values: the per-line path serialises them as JSON
+        return ReadBatch(docs=pa.table(columns), records=n)
+
+    def _parse_block_per_line(self, task: Task, offsets: list[int], lines: list[bytes]) -> ReadBatch:
+        """Lines that are not all well-formed: find the bad ones and quarantine them with a reason."""
         opts = self.options
         ids, texts, urls = [], [], []
         extra = {name: [] for name in opts.keep_fields}
@@ -99,13 +143,6 @@ class JsonlReader(Reader):
 
 
 def _parse_lines(lines: list[bytes]) -> list:
-    """Parse a block of JSON lines: one vectorized Arrow pass, per-line only if that fails."""
-    try:
-        table = pajson.read_json(io.BytesIO(b"\n".join(lines)), read_options=pajson.ReadOptions(block_size=BLOCK_BYTES * 2))
-        if table.num_rows == len(lines):
-            return table.to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        pass
     out = []
     for line in lines:
         try:
