@@ -57,6 +57,8 @@ def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = Fa
     console.rule("[bold]2. curate run pipeline.yaml")
     output = os.path.join(directory, "out")
     summary = Runner(load_config(config_path), output, workers=workers).run()
+    if summary.already_complete:
+        console.print(f"{output}: this run is already complete; nothing to redo (use --overwrite to start over)")
     if not summary.ok:
         for task, error in summary.failed.items():
             console.print(f"[red]failed[/red] {task}: {error}")
