@@ -17,7 +17,7 @@ demo: venv
 
 test: venv
 	$(PIP) install -e ".[test,hf]"
-	$(PY) -m pytest -q
+	$(VENV)/bin/pytest -q
 
 clean:
 	rm -rf curate-demo build *.egg-info

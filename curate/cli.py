@@ -213,14 +213,16 @@ def demo(directory, workers, overwrite):
     sys.exit(run_demo(directory, workers=workers, overwrite=overwrite))
 
 
-def _register_optional_commands() -> None:
-    """Commands that live next to the code they drive."""
+def _register_commands_that_live_with_their_code() -> None:
     from curate.stages.detox_cli import detox
     from curate.stages.quality_cli import quality
     from curate.tokenizers.cli import tokenize, tokenizer
 
     for command in (quality, detox, tokenizer, tokenize):
         main.add_command(command)
+
+
+_register_commands_that_live_with_their_code()
 
 
 if __name__ == "__main__":

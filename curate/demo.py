@@ -83,6 +83,35 @@ def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = Fa
     return code
 
 
+#: Vocabulary sizes that suit the demo's few hundred KB of text (real corpora: 32000 and 20000).
+DEMO_VOCAB, DEMO_CHINESE_VOCAB = 2000, 1500
+
+
 def tokenizer_steps(directory: str, output: str, workers: int | None) -> int:
     """Train a tokenizer on the curated documents, extend it with Chinese pieces, tokenize the corpus."""
-    return 0
+    from curate.tokenizers.corpus import input_files
+    from curate.tokenizers.extend import ExtendParams, extend_tokenizer
+    from curate.tokenizers.tokenize import TokenizeParams, tokenize_corpus
+    from curate.tokenizers.train import TrainParams, train_tokenizer
+
+    curated = input_files([output], "curated")
+    base_dir, zh_dir, tokens_dir = (os.path.join(directory, name) for name in ("tokenizer", "tokenizer-zh", "tokens"))
+    console.rule(f"[bold]3. curate tokenizer train --input {output} --vocab-size {DEMO_VOCAB}")
+    trained = train_tokenizer(curated, base_dir, TrainParams(vocab_size=DEMO_VOCAB))
+    _show(trained)
+    console.rule(f"[bold]4. curate tokenizer extend --base {base_dir}/tokenizer.model --input {output}")
+    extended = extend_tokenizer(os.path.join(base_dir, "tokenizer.model"), curated, zh_dir,
+                                ExtendParams(vocab_size=DEMO_CHINESE_VOCAB))
+    _show(extended)
+    console.rule(f"[bold]5. curate tokenize --tokenizer {zh_dir} --input {output}")
+    summary = tokenize_corpus(os.path.join(zh_dir, "tokenizer.model"), curated, tokens_dir,
+                              TokenizeParams(workers=workers or 0))
+    _show(summary)
+    return 1 if summary.get("tasks_failed") else 0
+
+
+def _show(report: dict) -> None:
+    """The headline numbers of a tokenizer step's report (the whole report is in its report.json)."""
+    for key, value in report.items():
+        if isinstance(value, (int, float, str)) or (isinstance(value, dict) and len(str(value)) < 160):
+            console.print(f"  {key}: {value}")

@@ -82,3 +82,18 @@ def test_rerunning_the_demo_resumes_and_does_nothing(demo_run):
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert "this run is already complete" in " ".join(again.stdout.split())
+
+
+def test_tokenizer_trained_extended_and_corpus_tokenized(demo_run):
+    import json
+
+    import numpy as np
+
+    directory, _ = demo_run
+    assert (directory / "tokenizer" / "tokenizer.model").is_file()
+    report = json.loads((directory / "tokenizer-zh" / "report.json").read_text())
+    assert report["dead_after"] == 0 and report["vocab_size"] > report["base_vocab_size"]
+    shards = sorted((directory / "tokens").rglob("*.bin"))
+    assert shards
+    tokens = sum(np.memmap(p, dtype=np.uint16, mode="r").size for p in shards)
+    assert tokens > 10_000

@@ -1,0 +1,253 @@
+"""Tokenization into shards on Ray: format, exact ids, stats in DuckDB, resume after a partial or killed run."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import sentencepiece as spm
+from click.testing import CliRunner
+
+from curate.tokenizers.cli import tokenize_command
+from curate.tokenizers.corpus import input_files
+from curate.tokenizers.encoder import Encoder
+from curate.tokenizers.extend import append_pieces, load_proto
+from curate.tokenizers.tokenize import TokenizeParams, read_tokens, stats_table, tokenize_corpus
+from curate.tokenizers.train import TrainParams, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_path(shared_data, tmp_path_factory) -> str:
+    output = str(tmp_path_factory.mktemp("tok"))
+    files = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
+                        "txt")
+    train_tokenizer(files, output, TrainParams(vocab_size=6000, sample_bytes=2_000_000, heldout_fraction=0.0))
+    return os.path.join(output, "tokenizer.model")
+
+
+def _docs(shared_data) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(str(shared_data / "langid" / "lingua" / "sentences" / "*.txt"))):
+        lang = os.path.basename(path)[:-4]
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().split("\n") if line]
+        for i in range(0, min(len(lines), 60), 6):
+            rows.append({"id": f"{lang}-{i}", "source": "web", "lang": lang, "text": "\n".join(lines[i:i + 6])})
+    with open(shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl", encoding="utf-8") as f:
+        for line in list(f)[:150]:
+            record = json.loads(line)
+            rows.append({"id": record["id"], "source": "wiki", "lang": "zh", "text": record["text"]})
+    rows.append({"id": "empty", "source": "web", "lang": "en", "text": ""})
+    rows.append({"id": "emoji", "source": "web", "lang": None, "text": "😀 \x00\x07 ctrl\r\n\ttab  "})
+    return rows
+
+
+def _curated_run(root, rows: list[dict], shards: int) -> str:
+    docs = root / "docs"
+    docs.mkdir(parents=True)
+    table = pa.Table.from_pylist(rows)
+    per = -(-table.num_rows // shards)
+    for k in range(shards):
+        pq.write_table(table.slice(k * per, per), str(docs / f"part-{k:05d}.parquet"))
+    return str(root)
+
+
+def _load_all(output: str) -> dict[str, tuple[str, list[int]]]:
+    """Every document in the shards: id -> (source, its tokens with the trailing EOS)."""
+    stats = stats_table(output)
+    out = {}
+    for source in set(stats["source"].to_pylist()):
+        for tokens, index in read_tokens(output, source):
+            docs_file = os.path.join(output, source, os.path.basename(tokens.filename)[:-4] + ".docs.parquet")
+            ids = pq.read_table(docs_file)["id"].to_pylist()
+            assert len(index) == len(ids) + 1 and index[0] == 0 and index[-1] == len(tokens)
+            for i, doc in enumerate(ids):
+                out[doc] = (source, tokens[index[i]:index[i + 1]].tolist())
+    return out
+
+
+def test_encoder_matches_sentencepiece(model_path, shared_data):
+    """The cached per-segment encoder is exact: same ids as SentencePiece on real text of 75 languages and more."""
+    with open(model_path, "rb") as f:
+        model = f.read()
+    encoder = Encoder(model)
+    assert encoder.cached
+    texts = [row["text"] for row in _docs(shared_data)]
+    for path in sorted(glob.glob(str(shared_data / "books" / "gutenberg" / "*-0.txt")))[:2]:
+        with open(path, encoding="utf-8-sig") as f:
+            texts.append(f.read())
+    texts += ["  two leading", "trailing  ", " ", "\u2581literal\u2581marks", "a\u3000b", "x" * 5000 + " y"]
+    expected = encoder.sp.encode(texts)
+    assert encoder.encode(texts) == expected
+    assert encoder.encode(texts) == expected  # second pass from the cache
+
+
+def test_tokenize_curated_run(model_path, shared_data, tmp_path, ray_cluster):
+    rows = _docs(shared_data)
+    run = _curated_run(tmp_path / "run", rows, shards=3)
+    output = str(tmp_path / "tokens")
+    summary = tokenize_corpus(model_path, input_files([run]), output, TokenizeParams(workers=2))
+    assert summary["tasks"] == summary["tasks_run"] == 3 and summary["docs"] == len(rows)
+    with open(os.path.join(output, "meta.json")) as f:
+        meta = json.load(f)
+    assert meta["dtype"] == "uint16" and meta["eos_id"] == 2 and meta["vocab_size"] == 6000
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    docs = _load_all(output)
+    assert set(docs) == {row["id"] for row in rows}
+    for row in rows:
+        source, tokens = docs[row["id"]]
+        assert source == row["source"]
+        assert tokens[-1] == sp.eos_id() and sp.eos_id() not in tokens[:-1]
+        assert tokens[:-1] == sp.encode(row["text"])
+        assert sp.decode(tokens[:-1]) == row["text"]
+    # stats: DuckDB reads them; token counts per source and language add up
+    con = duckdb.connect()
+    per_source = dict(con.execute(
+        f"SELECT source, sum(tokens) FROM read_parquet('{output}/stats/*.parquet') GROUP BY source").fetchall())
+    for source in ("web", "wiki"):
+        assert per_source[source] == sum(len(t) for s, t in docs.values() if s == source)
+    zh_docs, zh_bytes = con.execute(
+        f"SELECT sum(docs), sum(bytes) FROM read_parquet('{output}/stats/*.parquet') WHERE lang = 'zh'").fetchone()
+    zh_rows = [r for r in rows if r["lang"] == "zh"]
+    assert zh_docs == len(zh_rows) and zh_bytes == sum(len(r["text"].encode()) for r in zh_rows)
+    assert con.execute(f"SELECT count(DISTINCT lang) FROM read_parquet('{output}/stats/*.parquet')").fetchone()[0] >= 75
+
+
+def test_resume_after_partial_run_and_crash(model_path, shared_data, tmp_path, ray_cluster):
+    rows = _docs(shared_data)
+    run = _curated_run(tmp_path / "run", rows, shards=4)
+    files = input_files([run])
+    output = str(tmp_path / "tokens")
+    first = tokenize_corpus(model_path, files[:2], output, TokenizeParams(workers=2))
+    assert first["tasks_run"] == 2
+    done_before = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(output, "*", "*.bin"))}
+    # a crash mid-task leaves temporary files and an uncommitted shard (no marker): both must be redone
+    task = sorted(os.listdir(os.path.join(output, "done")))[0]
+    os.remove(os.path.join(output, "done", task))
+    stale = os.path.join(output, "web", f"{task}.bin.tmp-999")
+    with open(stale, "wb") as f:
+        f.write(b"partial")
+    second = tokenize_corpus(model_path, files, output, TokenizeParams(workers=2))
+    assert second["tasks_done_before"] == 1 and second["tasks_run"] == 3
+    assert not os.path.exists(stale)
+    untouched = [p for p in done_before if task not in p]
+    assert untouched and all(os.stat(p).st_mtime_ns == done_before[p] for p in untouched)
+    third = tokenize_corpus(model_path, files, output, TokenizeParams(workers=2))
+    assert third["tasks_run"] == 0 and third["tasks_done_before"] == 4
+    clean = str(tmp_path / "clean")
+    tokenize_corpus(model_path, files, clean, TokenizeParams(workers=2))
+    assert _load_all(output) == _load_all(clean)
+    assert stats_table(output).sort_by("task").equals(stats_table(clean).sort_by("task"))
+
+
+def test_killed_run_resumes_to_the_same_tokens(model_path, shared_data, tmp_path, ray_cluster):
+    """SIGKILL a `curate tokenize` process group once tasks are committed, rerun, compare with a clean run."""
+    inputs = sorted(glob.glob(str(shared_data / "langid" / "lingua" / "sentences" / "*.txt")))[:24]
+    output = str(tmp_path / "tokens")
+    arguments = ["--tokenizer", model_path, "--output", output, "--format", "txt", *inputs]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    process = subprocess.Popen([sys.executable, "-m", "curate.tokenizers.cli", "tokenize", "--workers", "1",
+                                *arguments], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = os.path.join(output, "done")
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isdir(done) and len([n for n in os.listdir(done) if not n.endswith(".tmp")]) >= 2:
+            break
+        time.sleep(0.05)
+    killed = process.poll() is None
+    if killed:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    runner = CliRunner()
+    rerun = runner.invoke(tokenize_command, arguments)
+    assert rerun.exit_code == 0, rerun.output
+    summary = json.loads(rerun.stdout)
+    assert summary["tasks"] == len(inputs)
+    assert summary["tasks_done_before"] + summary["tasks_run"] == len(inputs)
+    if killed:  # a Ray worker busy at the kill may still commit its task (whole) before it exits
+        assert 2 <= summary["tasks_done_before"] < len(inputs)
+    clean = str(tmp_path / "clean")
+    result = runner.invoke(tokenize_command, ["--tokenizer", model_path, "--output", clean, "--format", "txt", *inputs])
+    assert result.exit_code == 0, result.output
+    assert _load_all(output) == _load_all(clean)
+
+
+def test_uint32_when_vocabulary_needs_it(model_path, tmp_path, ray_cluster):
+    """A vocabulary over 65,536 pieces gets uint32 shards; ids above 65,535 survive."""
+    base = load_proto(model_path)
+    rare = [chr(c) for c in range(0x20000, 0x20000 + 70_000 - len(base.pieces))]  # CJK extension B and later
+    big = append_pieces(base, rare)
+    big_path = str(tmp_path / "big.model")
+    with open(big_path, "wb") as f:
+        f.write(big.SerializeToString())
+    text = "rare " + "".join(rare[-5:]) + " end"
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "r", "text": text}) + "\n")
+    output = str(tmp_path / "tokens")
+    tokenize_corpus(big_path, input_files([str(source)]), output, TokenizeParams(workers=1))
+    with open(os.path.join(output, "meta.json")) as f:
+        assert json.load(f)["dtype"] == "uint32"
+    (tokens, index), = read_tokens(output)
+    assert tokens.dtype == np.uint32 and int(tokens.max()) > 65535
+    sp = spm.SentencePieceProcessor(model_file=big_path)
+    assert sp.decode(tokens[:-1].tolist()) == text
+
+
+def test_bad_inputs_and_cli_errors(model_path, tmp_path, ray_cluster):
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_text('{"id": "a", "text": "fine"}\n{not json\n{"id": "b"}\n{"id": "c", "text": 5}\n')
+    output = str(tmp_path / "tokens")
+    summary = tokenize_corpus(model_path, input_files([str(jsonl)]), output, TokenizeParams(workers=1))
+    assert summary["docs"] == 1
+    assert sum(summary["skipped"].values()) == 3
+    runner = CliRunner()
+    other = tmp_path / "other.model"
+    base = load_proto(model_path)
+    other.write_bytes(append_pieces(base, ["\U00020010"]).SerializeToString())
+    mixed = runner.invoke(tokenize_command, ["--tokenizer", str(other), "--output", output, str(jsonl)])
+    assert mixed.exit_code == 1 and "another tokenizer" in mixed.output
+    usage = runner.invoke(tokenize_command, ["--tokenizer", model_path, "--output", output, "--workers", "-1",
+                                             str(jsonl)])
+    assert usage.exit_code == 2
+    missing = runner.invoke(tokenize_command, ["--tokenizer", model_path, "--output", output,
+                                               str(tmp_path / "absent.jsonl")])
+    assert missing.exit_code == 1
+    corrupt = tmp_path / "corrupt.model"
+    corrupt.write_bytes(b"\x00not a model" * 10)
+    failed = runner.invoke(tokenize_command, ["--tokenizer", str(corrupt), "--output", str(tmp_path / "t2"),
+                                              str(jsonl)])
+    assert failed.exit_code == 1 and "Error" in failed.output
+
+
+def test_unreadable_input_fails_alone(model_path, tmp_path, ray_cluster):
+    """A corrupt Parquet file fails its own task, with the reason; the good input is committed; exit code 1."""
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"id": "g", "text": "a good document"}) + "\n")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + os.urandom(300))
+    output = str(tmp_path / "tokens")
+    result = CliRunner().invoke(tokenize_command, ["--tokenizer", model_path, "--output", output,
+                                                   str(good), str(bad)])
+    assert result.exit_code == 1 and "bad.parquet" in result.output and "failed" in result.output
+    stats = stats_table(output)
+    assert stats["docs"].to_pylist() == [1]
+    assert len(os.listdir(os.path.join(output, "done"))) == 1

@@ -1,0 +1,189 @@
+"""``curate tokenizer train|extend|export-hf`` and ``curate tokenize``.
+
+Exit codes: 0 done, 1 failed (bad input, training error), 2 usage error
+(unknown option, invalid parameter value).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from curate.params import ConfigError, build_params
+
+FORMAT_CHOICE = click.Choice(["auto", "curated", "parquet", "jsonl", "txt"])
+
+
+def _inputs(option_values: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
+    paths = [*option_values, *extra]
+    if not paths:
+        raise click.UsageError("give at least one --input")
+    return paths
+
+
+def _params(cls, raw: dict, where: str):
+    try:
+        return build_params(cls, {k: v for k, v in raw.items() if v is not None}, where=where)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def _files(paths: list[str], fmt: str, source: str):
+    from curate.tokenizers.corpus import InputError, input_files
+
+    try:
+        return input_files(paths, fmt, source)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _weights(values: tuple[str, ...]) -> dict[str, float]:
+    weights = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            weights[name] = float(number)
+        except ValueError:
+            raise click.UsageError(f"--source-weight {value!r}: expected SOURCE=WEIGHT") from None
+        if not sep or not name:
+            raise click.UsageError(f"--source-weight {value!r}: expected SOURCE=WEIGHT")
+    return weights
+
+
+def _run(action):
+    """Run ``action``; bad input or a failed step (ValueError, OSError, SentencePiece's RuntimeError) exits 1."""
+    try:
+        return action()
+    except (ValueError, OSError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _print(report: dict) -> None:
+    click.echo(json.dumps({k: v for k, v in report.items() if k != "params"}, indent=2, ensure_ascii=False))
+
+
+@click.group("tokenizer")
+def tokenizer() -> None:
+    """Train, extend and export SentencePiece tokenizers."""
+
+
+@tokenizer.command("train")
+@click.option("--input", "inputs", multiple=True, help="Curated run dir, or files/dirs/globs (repeatable).")
+@click.argument("more_inputs", nargs=-1)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
+@click.option("--output", required=True, help="Folder for tokenizer.model, tokenizer.vocab, report.json.")
+@click.option("--vocab-size", type=int, default=32000, show_default=True)
+@click.option("--model-type", type=click.Choice(["bpe", "unigram"]), default="bpe", show_default=True)
+@click.option("--sample-mb", type=float, default=1024, show_default=True, help="Text sampled for training.")
+@click.option("--source-weight", multiple=True, help="SOURCE=WEIGHT share of the sample (repeatable).")
+@click.option("--heldout-fraction", type=float, default=None)
+@click.option("--character-coverage", type=float, default=None)
+@click.option("--special-token", multiple=True, help="User-defined symbol, one token each (repeatable).")
+@click.option("--normalization", type=click.Choice(["identity", "nfkc", "nmt_nfkc"]), default=None)
+@click.option("--byte-fallback/--no-byte-fallback", default=None)
+@click.option("--split-digits/--no-split-digits", default=None)
+@click.option("--pad-id", type=int, default=None, help="-1: no padding token.")
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+def train_command(inputs, more_inputs, fmt, source, output, vocab_size, model_type, sample_mb, source_weight,
+                  heldout_fraction, character_coverage, special_token, normalization, byte_fallback, split_digits,
+                  pad_id, threads, seed) -> None:
+    """Train a SentencePiece tokenizer (LLaMA-like settings) on a sample of the input."""
+    from curate.tokenizers.train import TrainParams, train_tokenizer
+
+    params = _params(TrainParams, {
+        "vocab_size": vocab_size, "model_type": model_type, "sample_bytes": int(sample_mb * (1 << 20)),
+        "source_weights": _weights(source_weight) or None, "heldout_fraction": heldout_fraction,
+        "character_coverage": character_coverage, "special_tokens": list(special_token) or None,
+        "normalization": normalization, "byte_fallback": byte_fallback, "split_digits": split_digits,
+        "pad_id": pad_id, "threads": threads, "seed": seed}, "tokenizer.train")
+    files = _files(_inputs(inputs, more_inputs), fmt, source)
+    _print(_run(lambda: train_tokenizer(files, output, params)))
+
+
+@tokenizer.command("extend")
+@click.option("--base", required=True, type=click.Path(exists=True, dir_okay=False), help="Base BPE tokenizer.model.")
+@click.option("--input", "inputs", multiple=True, help="Chinese text: curated run dir (lang zh) or files.")
+@click.argument("more_inputs", nargs=-1)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--source", default="input", show_default=True)
+@click.option("--english", multiple=True, help="English held-out text for the identity check (repeatable).")
+@click.option("--output", required=True)
+@click.option("--vocab-size", type=int, default=20000, show_default=True, help="Of the Chinese model.")
+@click.option("--scripts", default=None, help="Comma-separated script set (default han,cjk_punct).")
+@click.option("--lang", default=None, help="Document language to train on with curated input (default zh).")
+@click.option("--sample-mb", type=float, default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+def extend_command(base, inputs, more_inputs, fmt, source, english, output, vocab_size, scripts, lang, sample_mb,
+                   threads, seed) -> None:
+    """Append Chinese pieces to a SentencePiece BPE tokenizer; base ids and English tokenization unchanged."""
+    from curate.tokenizers.extend import ExtendParams, extend_tokenizer
+
+    params = _params(ExtendParams, {
+        "vocab_size": vocab_size, "scripts": scripts.split(",") if scripts else None, "lang": lang,
+        "sample_bytes": int(sample_mb * (1 << 20)) if sample_mb is not None else None, "threads": threads,
+        "seed": seed}, "tokenizer.extend")
+    files = _files(_inputs(inputs, more_inputs), fmt, source)
+    english_files = _files(list(english), "auto", "english") if english else None
+    _print(_run(lambda: extend_tokenizer(base, files, output, params, english_files)))
+
+
+@tokenizer.command("export-hf")
+@click.argument("model_dir", type=click.Path(exists=True))
+@click.option("--output", default=None, help="Folder for the HuggingFace files (default: MODEL_DIR).")
+def export_hf_command(model_dir, output) -> None:
+    """Write tokenizer files that transformers loads (AutoTokenizer, LlamaTokenizer)."""
+    from curate.tokenizers.export_hf import export_hf
+
+    _print(_run(lambda: export_hf(model_dir, output)))
+
+
+@click.command("tokenize")
+@click.option("--tokenizer", "tokenizer_path", required=True, type=click.Path(exists=True, dir_okay=True),
+              help="tokenizer.model, or a folder holding one.")
+@click.option("--input", "inputs", multiple=True, help="Curated run dir, or files/dirs/globs (repeatable).")
+@click.argument("more_inputs", nargs=-1)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
+@click.option("--output", required=True, help="Folder of token shards (rerun to resume).")
+@click.option("--workers", type=int, default=0, show_default=True, help="Parallel tasks; 0: every core.")
+@click.option("--eos/--no-eos", default=True, show_default=True, help="EOS after every document.")
+def tokenize_command(tokenizer_path, inputs, more_inputs, fmt, source, output, workers, eos) -> None:
+    """Tokenize documents into per-source uint16/uint32 shards with a document index, on Ray."""
+    import os
+
+    from curate.tokenizers.tokenize import TokenizeParams, tokenize_corpus
+
+    if os.path.isdir(tokenizer_path):
+        tokenizer_path = os.path.join(tokenizer_path, "tokenizer.model")
+        if not os.path.isfile(tokenizer_path):
+            raise click.UsageError(f"--tokenizer: no tokenizer.model in {os.path.dirname(tokenizer_path)}")
+    params = _params(TokenizeParams, {"workers": workers, "eos": eos}, "tokenize")
+    files = _files(_inputs(inputs, more_inputs), fmt, source)
+
+    def progress(result: dict) -> None:
+        click.echo(f"{result['task']}: {result['docs']} docs, {result['tokens']} tokens, "
+                   f"{result['seconds']:.1f}s", err=True)
+
+    summary = _run(lambda: tokenize_corpus(tokenizer_path, files, output, params, progress))
+    _print(summary)
+    if summary["tasks_failed"]:
+        raise click.ClickException(f"{len(summary['tasks_failed'])} input(s) failed (rerun to retry them): "
+                                   + "; ".join(summary["tasks_failed"].values()))
+
+
+tokenize = tokenize_command  # the name the main CLI registers
+
+
+def main() -> None:
+    """``python -m curate.tokenizers.cli tokenize|tokenizer ...`` until the main CLI registers these."""
+    group = click.Group(commands={"tokenizer": tokenizer, "tokenize": tokenize_command})
+    group(prog_name="curate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
