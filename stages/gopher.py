@@ -1,0 +1,337 @@
+"""Gopher's quality and repetition rules (Rae et al. 2021, "Scaling Language Models", appendix A1).
+
+Defaults are the published thresholds (also datatrove's). Words are what
+``textstats.split_words`` returns for the row's language, so Chinese is counted
+in jieba words and Japanese in characters; the mean-word-length bounds for
+Chinese are their own parameters (see docs/quality.md). Line and symbol
+statistics are Arrow RE2 kernels over the whole batch; words come from one
+compiled regex per document (jieba for Chinese).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.stage import Stage, StageResult
+from curate.stages.textstats import (
+    STOP_WORDS, count_literal, count_regex, first_reason, is_word, numpy_column, row_languages, rule_applies,
+    safe_ratio, split_words, text_column, word_mode,
+)
+
+_LINE_BREAK = r"\r\n|\n|\r"
+_BULLETS = "•‣●▪◦-"
+_BULLET_LINE = r"(?m)^[^\S\n]*[" + re.escape(_BULLETS) + "]"
+_ELLIPSIS_LINE = r"(?m)(?:\.\.\.|…)[^\S\n]*$"
+
+
+def _line_counts(texts) -> np.ndarray:
+    """What ``str.splitlines`` would count: breaks, plus one unless the text ends with a break."""
+    breaks = count_regex(texts, _LINE_BREAK)
+    ends_with_break = count_regex(texts, r"(?:\r\n|\n|\r)$")
+    nonempty = numpy_column(pc.utf8_length(texts), np.int64) > 0
+    return np.where(nonempty, breaks + 1 - ends_with_break, 0)
+
+
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+
+
+def word_stats(text: str, lang: str | None) -> tuple[int, int, int, int, int]:
+    """(words, their characters, tokens incl. punctuation, words with a letter, distinct stop words).
+
+    Stop words are -1 for a language without a list (the rule is then skipped);
+    rows of unknown language use the English list.
+    """
+    tokens = split_words(text, lang)
+    if word_mode(lang) == "spaces":
+        words = [t for t in tokens if t[0].isalnum() or t[-1].isalnum()]
+        alpha = sum(1 for t in words if not t[0].isdigit() or _HAS_LETTER.search(t))
+    else:
+        words = [t for t in tokens if is_word(t)]
+        alpha = sum(1 for t in words if _HAS_LETTER.search(t))
+    stop_list = STOP_WORDS.get(lang or "en")
+    stops = len(stop_list.intersection({w.lower() for w in set(words)})) if stop_list is not None else -1
+    return len(words), sum(map(len, words)), len(tokens), alpha, stops
+
+
+class GopherQuality(Stage):
+    name = "gopher_quality"
+
+    @dataclass
+    class Params:
+        min_doc_words: int = 50
+        max_doc_words: int = 100_000
+        min_avg_word_length: float = 3.0
+        max_avg_word_length: float = 10.0
+        #: Chinese words (jieba) are 1-4 characters: Wikipedia averages 1.6-2.5 (docs/quality.md).
+        zh_min_avg_word_length: float = 1.2
+        zh_max_avg_word_length: float = 4.0
+        #: "#" per word and "..."/"…" per word, each.
+        max_symbol_word_ratio: float = 0.1
+        max_bullet_lines_ratio: float = 0.9
+        max_ellipsis_lines_ratio: float = 0.3
+        #: Share of tokens (words and punctuation marks; words only for zh/ja) with at least one letter.
+        min_alpha_words_ratio: float = 0.8
+        #: Distinct stop words of the row's language (Gopher: two of the, be, to, of, and, that, have, with).
+        min_stop_words: int = 2
+        #: Languages whose rows may be rejected ("all", or lid.176 codes); others only get the signals.
+        languages: Literal["all"] | list[str] = "all"
+
+        def validate(self) -> None:
+            for name in ("min_doc_words", "max_doc_words", "min_stop_words"):
+                if getattr(self, name) < 0:
+                    raise ValueError(f"{name}: must be >= 0")
+            if self.min_doc_words > self.max_doc_words:
+                raise ValueError("min_doc_words: must not exceed max_doc_words")
+            if self.min_avg_word_length > self.max_avg_word_length:
+                raise ValueError("min_avg_word_length: must not exceed max_avg_word_length")
+            if self.zh_min_avg_word_length > self.zh_max_avg_word_length:
+                raise ValueError("zh_min_avg_word_length: must not exceed zh_max_avg_word_length")
+            for name in ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio"):
+                if not 0.0 <= getattr(self, name) <= 1.0:
+                    raise ValueError(f"{name}: must be in [0, 1]")
+
+    def setup(self) -> None:
+        from curate.stages.textstats import load_segmenter
+
+        load_segmenter()
+
+    def process(self, table: pa.Table) -> StageResult:
+        p = self.params
+        texts = text_column(table)
+        n = table.num_rows
+        langs = row_languages(table)
+
+        hashes = count_literal(texts, "#")
+        ellipses = count_literal(texts, "...") + count_literal(texts, "…")
+        lines = _line_counts(texts)
+        bullet_lines = count_regex(texts, _BULLET_LINE)
+        ellipsis_lines = count_regex(texts, _ELLIPSIS_LINE)
+
+        stats = np.array([word_stats(t, l) for t, l in zip(texts.to_pylist(), langs)], dtype=np.int64).reshape(n, 5)
+        words, word_chars, tokens, alpha_words, stop_words = stats.T
+        has_stop_list = stop_words >= 0
+        modes = [word_mode(lang) for lang in langs]
+        segmented = np.array([m != "spaces" for m in modes], dtype=bool)
+        jieba_rows = np.array([m == "jieba" for m in modes], dtype=bool)
+        char_rows = np.array([m == "chars" for m in modes], dtype=bool)
+        min_len = np.where(jieba_rows, p.zh_min_avg_word_length, p.min_avg_word_length)
+        max_len = np.where(jieba_rows, p.zh_max_avg_word_length, p.max_avg_word_length)
+        # characters as words: the mean is 1 by construction, so no bound
+        min_len = np.where(char_rows, 0.0, min_len)
+        max_len = np.where(char_rows, np.inf, max_len)
+
+        mean_word_length = safe_ratio(word_chars, words)
+        hash_ratio = safe_ratio(hashes, words)
+        ellipsis_ratio = safe_ratio(ellipses, words)
+        bullet_ratio = safe_ratio(bullet_lines, lines)
+        ellipsis_line_ratio = safe_ratio(ellipsis_lines, lines)
+        # Gopher counts punctuation tokens as words here; full-width CJK punctuation is one token
+        # per mark (a fifth of all jieba tokens), so unsegmented scripts count words only.
+        alpha_ratio = safe_ratio(alpha_words, np.where(segmented, words, tokens))
+
+        applies = rule_applies(langs, p.languages)
+        reasons = first_reason(n, [
+            (applies & (words < p.min_doc_words), "gopher_quality:min_words"),
+            (applies & (words > p.max_doc_words), "gopher_quality:max_words"),
+            (applies & ((mean_word_length < min_len) | (mean_word_length > max_len)), "gopher_quality:mean_word_length"),
+            (applies & ((hash_ratio > p.max_symbol_word_ratio) | (ellipsis_ratio > p.max_symbol_word_ratio)), "gopher_quality:symbol_ratio"),
+            (applies & (bullet_ratio > p.max_bullet_lines_ratio), "gopher_quality:bullet_lines"),
+            (applies & (ellipsis_line_ratio > p.max_ellipsis_lines_ratio), "gopher_quality:ellipsis_lines"),
+            (applies & (alpha_ratio < p.min_alpha_words_ratio), "gopher_quality:alpha_words"),
+            (applies & has_stop_list & (stop_words < p.min_stop_words), "gopher_quality:stop_words"),
+        ])
+        columns = {
+            "gopher_words": pa.array(words, pa.int32()),
+            "gopher_mean_word_length": pa.array(mean_word_length, pa.float32()),
+            "gopher_hash_ratio": pa.array(hash_ratio, pa.float32()),
+            "gopher_ellipsis_ratio": pa.array(ellipsis_ratio, pa.float32()),
+            "gopher_bullet_lines_ratio": pa.array(bullet_ratio, pa.float32()),
+            "gopher_ellipsis_lines_ratio": pa.array(ellipsis_line_ratio, pa.float32()),
+            "gopher_alpha_words_ratio": pa.array(alpha_ratio, pa.float32()),
+            "gopher_stop_words": pa.array(stop_words, pa.int32(), mask=~has_stop_list),
+        }
+        for name, column in columns.items():
+            table = table.append_column(name, column)
+        return StageResult(table, reasons)
+
+
+# --- repetition ---------------------------------------------------------------------------
+
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAKS = re.compile(r"\n+")
+_HASH_BASE = np.uint64(1_000_003)
+
+
+def duplicates(items: list[str]) -> tuple[int, int]:
+    """(elements that repeat an earlier one, their characters)."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit rolling hash of every run of ``n`` consecutive words."""
+    m = len(word_hashes) - n + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    out = np.zeros(m, dtype=np.uint64)
+    for j in range(n):
+        out = out * _HASH_BASE + word_hashes[j:j + m]
+    return out
+
+
+def top_ngram_chars(hashes: np.ndarray, cumsum: np.ndarray, n: int, positions: np.ndarray | None = None) -> int:
+    """Characters of the most frequent n-gram (words joined by spaces) times its count.
+
+    ``positions`` restricts the search to n-gram starts that can repeat (None: all);
+    a tie goes to the n-gram that occurs first, like ``Counter.most_common``.
+    """
+    if positions is not None and len(positions) == 0:
+        positions = None  # nothing repeats: every n-gram occurs once, the first one wins
+        hashes = hashes[:1]
+    subset = hashes if positions is None else hashes[positions]
+    _, first, inverse, counts = np.unique(subset, return_index=True, return_inverse=True, return_counts=True)
+    best = counts.max()
+    winner = int(np.min(first[counts == best]))
+    start = winner if positions is None else int(positions[winner])
+    chars = int(cumsum[start + n] - cumsum[start]) + n - 1
+    return chars * int(best)
+
+
+def repeating_positions(hashes: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+    """Sorted starts (among ``positions``) whose n-gram occurs more than once there."""
+    subset = hashes if positions is None else hashes[positions]
+    if len(subset) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, inverse, counts = np.unique(subset, return_inverse=True, return_counts=True)
+    keep = counts[inverse] > 1
+    return np.flatnonzero(keep) if positions is None else positions[keep]
+
+
+def duplicate_ngram_chars(hashes: np.ndarray, cumsum: np.ndarray, n: int, candidates: np.ndarray) -> int:
+    """Characters in n-grams that repeat an earlier n-gram, scanning left to right.
+
+    After a repeat the scan jumps past it, so no character is counted twice and
+    the words inside a repeat are not looked at (datatrove's reading of the
+    Gopher rule). Only ``candidates`` (starts whose n-gram occurs twice or more)
+    can be repeats, so only they are visited in Python.
+    """
+    seen: set[int] = set()
+    chars = 0
+    resume = 0
+    starts = candidates.tolist()
+    ends = (cumsum[candidates + n] - cumsum[candidates]).tolist()
+    for start, h, length in zip(starts, hashes[candidates].tolist(), ends):
+        if start < resume:
+            continue
+        if h in seen:
+            chars += length
+            resume = start + n
+        else:
+            seen.add(h)
+    return chars
+
+
+TOP_NGRAMS = (2, 3, 4)
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+
+
+def repetition_signals(text: str, lang: str | None) -> list[float]:
+    """The 13 Gopher repetition fractions of one document, in the order of ``REPETITION_SIGNALS``."""
+    length = len(text)
+    if length == 0:
+        return [0.0] * len(REPETITION_SIGNALS)
+    paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+    para_dups, para_dup_chars = duplicates(paragraphs)
+    lines = _LINE_BREAKS.split(text)
+    line_dups, line_dup_chars = duplicates(lines)
+    out = [para_dups / len(paragraphs), para_dup_chars / length, line_dups / len(lines), line_dup_chars / length]
+    words = split_words(text, lang)
+    word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+    word_lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    cumsum = np.concatenate(([0], np.cumsum(word_lengths)))
+    # An n-gram can repeat only where its first (n-1)-gram repeats: each n searches the
+    # repeating starts of the n before it, so the long n-grams cost little.
+    repeating = None
+    for n in TOP_NGRAMS:
+        hashes = ngram_hashes(word_hashes, n)
+        if len(hashes) == 0:
+            out.append(0.0)
+            continue
+        if repeating is not None:
+            repeating = repeating[repeating < len(hashes)]
+        out.append(top_ngram_chars(hashes, cumsum, n, repeating) / length)
+        repeating = repeating_positions(hashes, repeating)
+    for n in DUP_NGRAMS:
+        hashes = ngram_hashes(word_hashes, n)
+        if len(hashes) == 0:
+            out.append(0.0)
+            continue
+        repeating = repeating_positions(hashes, repeating[repeating < len(hashes)] if repeating is not None else None)
+        out.append(duplicate_ngram_chars(hashes, cumsum, n, repeating) / length)
+    return out
+
+
+REPETITION_SIGNALS = (
+    ["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"]
+    + [f"top_{n}gram_char_frac" for n in TOP_NGRAMS]
+    + [f"dup_{n}gram_char_frac" for n in DUP_NGRAMS]
+)
+
+
+class GopherRepetition(Stage):
+    name = "gopher_repetition"
+
+    @dataclass
+    class Params:
+        dup_para_frac: float = 0.30
+        dup_para_char_frac: float = 0.20
+        dup_line_frac: float = 0.30
+        dup_line_char_frac: float = 0.20
+        top_2gram_char_frac: float = 0.20
+        top_3gram_char_frac: float = 0.18
+        top_4gram_char_frac: float = 0.16
+        dup_5gram_char_frac: float = 0.15
+        dup_6gram_char_frac: float = 0.14
+        dup_7gram_char_frac: float = 0.13
+        dup_8gram_char_frac: float = 0.12
+        dup_9gram_char_frac: float = 0.11
+        dup_10gram_char_frac: float = 0.10
+        #: Languages whose rows may be rejected ("all", or lid.176 codes); others only get the signals.
+        languages: Literal["all"] | list[str] = "all"
+
+        def validate(self) -> None:
+            for name in REPETITION_SIGNALS:
+                if not 0.0 <= getattr(self, name) <= 1.0:
+                    raise ValueError(f"{name}: must be in [0, 1]")
+
+    def setup(self) -> None:
+        from curate.stages.textstats import load_segmenter
+
+        load_segmenter()
+
+    def process(self, table: pa.Table) -> StageResult:
+        texts = text_column(table).to_pylist()
+        langs = row_languages(table)
+        n = len(texts)
+        values = np.array([repetition_signals(t, l) for t, l in zip(texts, langs)], dtype=np.float64).reshape(n, len(REPETITION_SIGNALS))
+        applies = rule_applies(langs, self.params.languages)
+        reasons = first_reason(n, [
+            (applies & (values[:, i] > getattr(self.params, name)), f"gopher_repetition:{name}")
+            for i, name in enumerate(REPETITION_SIGNALS)
+        ])
+        for i, name in enumerate(REPETITION_SIGNALS):
+            table = table.append_column(f"gopher_{name}", pa.array(values[:, i], pa.float32()))
+        return StageResult(table, reasons)
