@@ -194,7 +194,8 @@ def stages():
             except (ConfigError, ImportError) as err:
                 console.print(f"  {name}: unavailable ({err})")
                 continue
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            described = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+            doc = described.strip().splitlines()[0] if described.strip() else ""
             console.print(f"  [cyan]{name}[/cyan]  {doc}")
             for f in dataclasses.fields(getattr(cls, attr)):
                 default = f.default if f.default is not dataclasses.MISSING else (

@@ -111,7 +111,6 @@ STAGES: dict[str, str] = {
     "quality": "curate.stages.quality:QualityClassifier",
     "detox": "curate.stages.detox:Detox",
     "pii": "curate.stages.pii:Pii",
-    "exact_dedup": "curate.stages.exact_dedup:ExactDedup",
     "dedup": "curate.stages.dedup:MinHashDedup",
 }
 
