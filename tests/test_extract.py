@@ -1,0 +1,150 @@
+"""The extract stage on real pages (../shared/data/html_extraction, ../shared/data/warc)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+
+from curate.params import ConfigError
+from curate.readers import Task
+from curate.readers.warc import WarcReader, WetReader
+from curate.stage import stage_class
+from curate.stages.extract import Extract, ExtractParams, page_title
+
+SCRAPINGHUB = "html_extraction/scrapinghub-article-extraction-benchmark"
+
+
+def words(text: str) -> Counter:
+    return Counter(re.findall(r"\w+", text.lower()))
+
+
+@pytest.fixture(scope="module")
+def articles(shared_data):
+    truth = json.loads((shared_data / SCRAPINGHUB / "ground-truth.json").read_text())
+    ids = sorted(truth)[:6]
+    folder = shared_data / SCRAPINGHUB / "html"
+    htmls = [gzip.decompress((folder / f"{i}.html.gz").read_bytes()).decode("utf-8", "replace") for i in ids]
+    return htmls, [truth[i]["articleBody"] for i in ids]
+
+
+def html_table(htmls: list[str | None], texts: list[str | None] | None = None) -> pa.Table:
+    n = len(htmls)
+    return pa.table({"id": pa.array([str(i) for i in range(n)], pa.string()),
+                     "source": pa.array(["t"] * n, pa.string()),
+                     "text": pa.array(texts or [None] * n, pa.string()), "url": pa.nulls(n, pa.string()),
+                     "path": pa.nulls(n, pa.string()), "html": pa.array(htmls, pa.string())})
+
+
+def run(stage: Extract, table: pa.Table):
+    stage.ensure_setup()
+    result = stage.process(table)
+    return result.table, list(result.reasons.to_pylist()) if result.reasons is not None else [None] * table.num_rows
+
+
+def test_registered():
+    assert stage_class("extract") is Extract
+
+
+@pytest.mark.parametrize("extractor,min_recall", [("trafilatura", 0.8), ("resiliparse", 0.8)])
+def test_extracts_article_text_and_title(articles, extractor, min_recall):
+    htmls, bodies = articles
+    table, reasons = run(Extract(ExtractParams(extractor=extractor)), html_table(htmls))
+    assert reasons == [None] * len(htmls)
+    assert "html" not in table.column_names and table.schema.field("title").type == pa.string()
+    for text, body in zip(table["text"].to_pylist(), bodies):
+        got, want = words(text), words(body)
+        assert sum((got & want).values()) / sum(want.values()) >= min_recall
+    assert all(t for t in table["title"].to_pylist())
+    assert all(s is not None and s >= 0 for s in table["extract_seconds"].to_pylist())
+
+
+def test_no_main_content_and_passthrough():
+    table = html_table(["<html><body><script>var x = 1;</script></body></html>", None, "<html><body></body></html>"],
+                       texts=[None, "already text", None])
+    table, reasons = run(Extract(ExtractParams(timeout_s=0)), table)
+    assert reasons == ["no-main-content", None, "no-main-content"]
+    assert table["text"].to_pylist()[1] == "already text" and table["text"].null_count == 0
+
+
+def test_tables_without_html_pass_through_unchanged(shared_data):
+    batch = next(iter(WetReader("wet").read(Task("wet", "wet", str(shared_data / "warc/cc_net/sample.warc.wet")))))
+    stage = Extract()
+    stage.ensure_setup()
+    result = stage.process(batch.docs)
+    assert result.table["text"].to_pylist() == batch.docs["text"].to_pylist()
+    assert result.table["title"].null_count == batch.docs.num_rows
+
+
+def test_empty_batch_has_the_same_types(articles):
+    stage = Extract(ExtractParams(timeout_s=0, only_languages=["en"]))
+    full, _ = run(stage, html_table(articles[0][:1]))
+    empty, reasons = run(stage, html_table([]))
+    assert empty.schema == full.schema and reasons == []
+
+
+def test_pathological_page_times_out_and_the_next_pages_are_kept(articles):
+    # ~10 s of trafilatura work on an idle core; the limit leaves good pages a wide margin on a loaded machine
+    slow = "<html><body>" + "".join(f"<div><p>paragraph {i} with several words in it</p><a href='x'>l</a></div>"
+                                    for i in range(100_000)) + "</body></html>"
+    params = ExtractParams(timeout_s=2.0, max_html_chars=len(slow) + 1)
+    table, reasons = run(Extract(params), html_table([articles[0][0], slow, articles[0][1]]))
+    assert reasons == [None, "extract-timeout", None]
+    texts = table["text"].to_pylist()
+    assert texts[1] == "" and len(texts[0]) > 200 and len(texts[2]) > 200
+
+
+def test_oversized_html_is_rejected_before_parsing():
+    table, reasons = run(Extract(ExtractParams(max_html_chars=1000, timeout_s=0)), html_table(["<p>" + "x" * 5000]))
+    assert reasons == ["html-too-large"]
+
+
+def test_language_precheck(shared_data, articles):
+    page_path = shared_data / "html_extraction/mozilla-readability-test-pages/gmw/source.html.gz"
+    chinese = gzip.decompress(page_path.read_bytes())
+    table = html_table([articles[0][0], chinese.decode("utf-8")])
+    out, reasons = run(Extract(ExtractParams(only_languages=["zh"], timeout_s=0)), table)
+    assert reasons == ["language-precheck", None]
+    assert out["precheck_lang"].to_pylist() == ["en", "zh"] and len(out["text"][1].as_py()) > 100
+    _, keep_all = run(Extract(ExtractParams(only_languages=["zh", "en"], timeout_s=0)), table)
+    assert keep_all == [None, None]
+
+
+def test_params_are_validated():
+    with pytest.raises(ConfigError, match="extract.extractor"):
+        Extract.from_config({"extractor": "boilerpipe"})
+    with pytest.raises(ConfigError, match="extract.timeout_s"):
+        Extract.from_config({"timeout_s": -1})
+    assert Extract.from_config({"favor": "precision"}).params.favor == "precision"
+
+
+def test_title_is_unescaped():
+    assert page_title("<html><head><title>\n A &amp; B  </title></head></html>") == "A & B"
+    assert page_title("<html><body>no title</body></html>") is None
+
+
+def test_warc_to_text_in_a_ray_worker(shared_data):
+    """The stage pickled to a Ray worker: the sandbox starts there, pages come back as text."""
+    ray = pytest.importorskip("ray")
+    path = str(shared_data / "warc/resiliparse/warcfile.warc.gz")
+    docs = next(iter(WarcReader("cc").read(Task("cc", "warc", path)))).docs
+    stage = Extract()
+
+    @ray.remote
+    def extract(stage, table):
+        stage.ensure_setup()
+        result = stage.process(table)
+        return result.table, result.reasons
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a stray cluster
+    try:
+        table, reasons = ray.get(extract.remote(stage, docs))
+    finally:
+        ray.shutdown()
+    kept = [t for t, r in zip(table["text"].to_pylist(), reasons.to_pylist()) if r is None]
+    assert len(kept) >= 10 and all(t.strip() for t in kept)
+    assert set(reasons.to_pylist()) <= {None, "no-main-content"}
