@@ -86,3 +86,16 @@ def test_cli_exit_code_2_and_message_for_a_bad_config(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "curate.cli", "run", "-o", str(tmp_path / "out")],
                            capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "config file" in usage.stderr
+
+
+def test_shipped_example_configs_are_valid(tmp_path):
+    """Every config in curate/configs validates (inputs need not exist to validate)."""
+    from importlib import resources
+
+    configs = [p for p in resources.files("curate").joinpath("configs").iterdir() if p.name.endswith(".yaml")]
+    assert len(configs) >= 3
+    for config in configs:
+        target = tmp_path / config.name
+        target.write_text(config.read_text())
+        loaded = load_config(str(target))
+        assert loaded.stages and loaded.inputs
