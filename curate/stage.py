@@ -112,6 +112,7 @@ STAGES: dict[str, str] = {
     "detox": "curate.stages.detox:Detox",
     "pii": "curate.stages.pii:Pii",
     "dedup": "curate.stages.dedup:MinHashDedup",
+    "exact_dedup": "curate.stages.dedup:ExactDedup",
 }
 
 

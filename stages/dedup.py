@@ -1,0 +1,662 @@
+"""Deduplication across the whole run: URL, exact text, and MinHash-LSH near-duplicates.
+
+``run`` is a sequence of Ray steps over files in ``workdir`` (each task leaves a
+``_done/<step>-<n>.json`` marker holding its result, so a rerun skips what
+finished):
+
+1. ``map``     per shard: node key, URL key, exact-text hash, MinHash signature
+               and band keys; keys are written hash-partitioned (the shuffle).
+2. ``url``     per partition: same normalized URL -> keep the latest fetch.
+3. ``exact``   per partition: same normalized text -> keep the best node key.
+4. ``bands``   per partition: documents sharing a band key -> candidate edges.
+5. ``verify``  (optional) two hops keyed by shard attach both signatures and
+               keep pairs whose estimated Jaccard reaches the threshold.
+6. ``cc``      large-star / small-star rounds until the edges stop changing.
+7. ``final``   resolve every duplicate to its cluster's kept document; write
+               ``decisions.parquet`` (only documents in clusters of 2+).
+
+A document's node key orders winners: ``keep: first`` compares input order
+(shard order, then row), ``keep: quality`` the highest ``quality_score`` first
+(at 1/65535 resolution), then input order. ``process`` attaches ``dup_cluster_id``
+(the kept document's id), ``dup_cluster_size`` and ``dup_of`` to every row and
+rejects the losers.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from curate.schema import ID, TEXT, URL
+from curate.stage import GlobalStage, StageResult
+from curate.stages import dedup_graph as graph
+from curate.stages import minhash
+
+ORDINAL_BITS = 47
+ORDINAL_MASK = (1 << ORDINAL_BITS) - 1
+PRIORITY_LEVELS = 65535
+
+URL_DUPLICATE = "url-duplicate"
+EXACT_DUPLICATE = "exact-duplicate"
+NEAR_DUPLICATE = "near-duplicate"
+REASON_CODES = [None, URL_DUPLICATE, EXACT_DUPLICATE, NEAR_DUPLICATE]
+
+DECISION_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("dup_of", pa.string()),
+        pa.field("dup_cluster_id", pa.string()),
+        pa.field("dup_cluster_size", pa.int64()),
+    ]
+)
+_URL_PATTERN = (
+    r"^(?:[a-zA-Z][a-zA-Z0-9+.\-]*://)?(?:[^@/?#]*@)?(?P<host>[^/?#:]*)"
+    r"(?::(?P<port>[0-9]*))?(?P<path>[^?#]*)(?P<query>\?[^#]*)?"
+)
+
+
+@dataclass
+class DedupParams:
+    #: Jaccard similarity above which two documents are near-duplicates.
+    threshold: float = 0.8
+    num_perm: int = 128
+    seed: int = 1
+    #: Explicit LSH bands x rows (both or neither); by default derived from threshold
+    #: by minimizing fp_weight * P(false positive) + fn_weight * P(false negative)
+    #: (datasketch's rule). Candidates are verified, so a false positive only costs a
+    #: comparison while a false negative loses a duplicate: hence 0.1 / 0.9 (14 x 9
+    #: at 0.8; datasketch's 0.5 / 0.5 gives 9 x 13, which finds a 0.85 pair 69% of the time).
+    bands: int | None = None
+    rows: int | None = None
+    fp_weight: float = 0.1
+    fn_weight: float = 0.9
+    #: Word n-grams for space-delimited text, character n-grams for Chinese/Japanese.
+    word_ngram: int = 5
+    char_ngram: int = 5
+    #: Without a usable ``lang``: character shingles when this share of characters is CJK.
+    cjk_min_ratio: float = 0.3
+    url: bool = True
+    exact: bool = True
+    fuzzy: bool = True
+    #: Keep an LSH candidate pair only if its signatures agree on >= threshold of positions.
+    verify: bool = True
+    keep: Literal["first", "quality"] = "first"
+    quality_column: str = "quality_score"
+    fetch_time_column: str = "fetch_time"
+    lang_column: str = "lang"
+    #: Shuffle partitions (0: 4 per worker).
+    partitions: int = 0
+    batch_rows: int = 1024
+    #: Longer documents are compared on their first this many characters (bounds memory per batch).
+    max_text_chars: int = 1_000_000
+    max_cc_rounds: int = 100
+
+    def validate(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("threshold: must be in (0, 1]")
+        if not 1 <= self.num_perm <= 1024:
+            raise ValueError("num_perm: must be in [1, 1024]")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("bands: give both bands and rows, or neither")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise ValueError(f"bands: bands x rows must be positive and at most num_perm ({self.num_perm})")
+        for name in ("word_ngram", "char_ngram", "batch_rows", "max_cc_rounds", "max_text_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+        if self.partitions < 0:
+            raise ValueError("partitions: must be >= 0")
+        if not 0.0 <= self.cjk_min_ratio <= 1.0:
+            raise ValueError("cjk_min_ratio: must be in [0, 1]")
+        if self.fp_weight < 0 or self.fn_weight < 0 or self.fp_weight + self.fn_weight == 0:
+            raise ValueError("fp_weight: weights must be >= 0 and not both 0")
+
+    def band_shape(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        return minhash.optimal_bands(self.threshold, self.num_perm, self.fp_weight, self.fn_weight)
+
+
+# ---------------------------------------------------------------- per-document keys
+
+
+def normalize_url(urls: pa.Array) -> pa.Array:
+    """Host lower-cased without ``www.`` and default port, scheme and fragment dropped, no trailing slash."""
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    parts = pc.extract_regex(pc.utf8_trim_whitespace(pc.cast(urls, pa.string())), _URL_PATTERN)
+    host = pc.utf8_lower(parts.field("host"))
+    host = pc.replace_substring_regex(host, r"^www\.", "")
+    port = pc.fill_null(parts.field("port"), "")
+    port = pc.if_else(pc.is_in(port, pa.array(["", "80", "443"])), "", pc.binary_join_element_wise(":", port, ""))
+    path = pc.replace_substring_regex(pc.fill_null(parts.field("path"), ""), r"/+$", "")
+    query = pc.fill_null(parts.field("query"), "")
+    key = pc.binary_join_element_wise(host, port, path, query, "")
+    return pc.if_else(pc.equal(host, ""), pa.scalar(None, pa.string()), key)
+
+
+def hash_strings(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """xxh3-64 of each non-null, non-empty string; returns (hashes, present mask)."""
+    present = pc.fill_null(pc.greater(pc.utf8_length(values), 0), False).to_numpy(zero_copy_only=False)
+    strings = values.to_pylist()
+    hashes = np.fromiter(
+        (xxhash.xxh3_64_intdigest(s.encode("utf-8", "surrogatepass")) if ok else 0 for s, ok in zip(strings, present)),
+        dtype=np.uint64,
+        count=len(strings),
+    )
+    return hashes, present
+
+
+def node_keys(ordinals: np.ndarray, quality: np.ndarray | None) -> np.ndarray:
+    """int64 keys whose order is the keep order: (priority, input ordinal)."""
+    keys = ordinals.astype(np.int64)
+    if quality is not None:
+        score = np.where(np.isnan(quality), 0.0, np.clip(quality, 0.0, 1.0))
+        priority = np.rint((1.0 - score) * PRIORITY_LEVELS).astype(np.int64)
+        keys = keys | (priority << ORDINAL_BITS)
+    return keys
+
+
+def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
+    return (minhash.fmix64(values.astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
+
+
+def shard_of(keys: np.ndarray, shard_offsets: np.ndarray) -> np.ndarray:
+    return np.searchsorted(shard_offsets, keys & ORDINAL_MASK, side="right") - 1
+
+
+def _write_partitioned(columns: dict[str, np.ndarray], by: np.ndarray, root: str, name: str, partitions: int) -> None:
+    order = np.argsort(by, kind="stable")
+    bounds = np.searchsorted(by[order], np.arange(partitions + 1))
+    for q in range(partitions):
+        rows = order[bounds[q] : bounds[q + 1]]
+        if rows.size:
+            table = pa.table({k: v[rows] for k, v in columns.items()})
+            graph.write_atomic(table, os.path.join(root, f"p{q}", f"{name}.parquet"))
+
+
+def _read_dir(directory: str, columns: list[str] | None = None) -> pa.Table | None:
+    files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+# ---------------------------------------------------------------- steps (run as Ray tasks)
+
+
+def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, workdir: str, partitions: int) -> dict:
+    """Keys, signatures and band keys of one shard, shuffled into partition files."""
+    bands, rows = params.band_shape()
+    parquet = pq.ParquetFile(shard)
+    names = set(parquet.schema_arrow.names)
+    wanted = [c for c in (ID, TEXT, URL, params.lang_column, params.quality_column, params.fetch_time_column) if c in names]
+    keys_all, ids_all, url_h, url_k, url_t, ex_h, ex_k, band_k, band_n, sig_k, sig_v = ([] for _ in range(11))
+    ordinal, skipped = ordinal_base, 0
+    for batch in parquet.iter_batches(batch_size=params.batch_rows, columns=wanted):
+        count = batch.num_rows
+        ordinals = np.arange(ordinal, ordinal + count, dtype=np.int64)
+        ordinal += count
+        quality = None
+        if params.keep == "quality" and params.quality_column in batch.schema.names:
+            quality = pc.cast(batch[params.quality_column], pa.float64()).to_numpy(zero_copy_only=False)
+            quality = np.asarray(quality, dtype=np.float64)
+        elif params.keep == "quality":
+            quality = np.full(count, np.nan)
+        keys = node_keys(ordinals, quality)
+        keys_all.append(keys)
+        ids_all.append(batch[ID])
+        texts = pc.fill_null(pc.cast(batch[TEXT], pa.string()), "") if TEXT in batch.schema.names else pa.array([""] * count)
+        if count and pc.max(pc.utf8_length(texts)).as_py() > params.max_text_chars:
+            texts = pc.utf8_slice_codeunits(texts, 0, params.max_text_chars)
+        if params.url and URL in batch.schema.names:
+            hashes, present = hash_strings(normalize_url(batch[URL]))
+            fetch = np.full(count, np.iinfo(np.int64).min, np.int64)
+            if params.fetch_time_column in batch.schema.names:
+                column = batch[params.fetch_time_column]
+                try:
+                    if not pa.types.is_timestamp(column.type):
+                        column = pc.cast(column, pa.timestamp("s"))
+                    seconds = pc.cast(column, pa.int64())
+                    fetch = np.where(pc.is_null(seconds).to_numpy(zero_copy_only=False), fetch,
+                                     pc.fill_null(seconds, 0).to_numpy(zero_copy_only=False))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    pass  # unparseable fetch times: URL groups fall back to the keep order
+            url_h.append(hashes[present]), url_k.append(keys[present]), url_t.append(fetch[present])
+        langs = batch[params.lang_column] if params.lang_column in batch.schema.names else None
+        cjk = minhash.is_cjk(texts, langs, params.cjk_min_ratio)
+        words, chars = minhash.batch_tokens(texts, cjk)
+        if params.exact:
+            word_keys, word_present = minhash.exact_keys(words)
+            char_keys, char_present = minhash.exact_keys(chars)
+            hashes, present = np.where(cjk, char_keys, word_keys), np.where(cjk, char_present, word_present)
+            ex_h.append(hashes[present]), ex_k.append(keys[present])
+            skipped += int(count - present.sum())
+        if params.fuzzy:
+            shingles = minhash.shingles_of(words, chars, params.word_ngram, params.char_ngram)
+            signature = minhash.signatures(shingles, params.num_perm, params.seed)
+            has = np.diff(shingles.offsets) > 0
+            signature, sig_keys = signature[has], keys[has]
+            band_k.append(minhash.band_keys(signature, bands, rows).ravel())
+            band_n.append(np.repeat(sig_keys, bands))
+            if params.verify:
+                sig_k.append(sig_keys)
+                sig_v.append(signature)
+    out = os.path.join(workdir, "map", f"s{index}")
+    name = f"s{index}"
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    docs = int(ordinal - ordinal_base)
+    ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in ids_all]) if ids_all else pa.array([], pa.string())
+    graph.write_atomic(pa.table({"key": cat(keys_all, np.int64), "id": pc.cast(ids, pa.string())}), os.path.join(out, "ids.parquet"))
+    if url_h:
+        h = cat(url_h, np.uint64)
+        _write_partitioned({"h": h, "fetch": cat(url_t, np.int64), "key": cat(url_k, np.int64)}, partition_of(h, partitions),
+                           os.path.join(workdir, "url"), name, partitions)
+    if ex_h:
+        h = cat(ex_h, np.uint64)
+        _write_partitioned({"h": h, "key": cat(ex_k, np.int64)}, partition_of(h, partitions), os.path.join(workdir, "exact"), name, partitions)
+    if params.fuzzy:
+        h = cat(band_k, np.uint64)
+        _write_partitioned({"h": h, "key": cat(band_n, np.int64)}, partition_of(h, partitions), os.path.join(workdir, "band"), name, partitions)
+    if sig_k:
+        sig_keys = cat(sig_k, np.int64)
+        matrix = np.concatenate(sig_v) if sig_v else np.zeros((0, params.num_perm), np.uint32)
+        order = np.argsort(sig_keys)
+        width = 4 * params.num_perm
+        blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(order), [None, pa.py_buffer(np.ascontiguousarray(matrix[order]).tobytes())])
+        graph.write_atomic(pa.table({"key": sig_keys[order], "sig": blob}), os.path.join(out, "sig.parquet"))
+    return {"docs": docs, "no_text": skipped}
+
+
+def _losers(workdir: str, steps: tuple[str, ...]) -> np.ndarray:
+    """Sorted keys of every document already rejected by the given steps."""
+    parts = [t["loser"].to_numpy() for step in steps if (t := _read_dir(os.path.join(workdir, step))) is not None]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if sorted_set.size == 0:
+        return np.zeros(values.size, bool)
+    idx = np.clip(np.searchsorted(sorted_set, values), 0, sorted_set.size - 1)
+    return sorted_set[idx] == values
+
+
+def group_winners(h: np.ndarray, rank: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within each group of equal ``h``, the row with the smallest (rank, key) wins: (loser keys, winner keys)."""
+    if h.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((keys, rank, h))
+    h, keys = h[order], keys[order]
+    first = np.r_[True, h[1:] != h[:-1]]
+    winner = keys[np.flatnonzero(first)][np.cumsum(first) - 1]
+    return keys[~first], winner[~first]
+
+
+def url_partition(workdir: str, q: int) -> dict:
+    table = _read_dir(os.path.join(workdir, "url", f"p{q}"))
+    if table is None:
+        return {"losers": 0}
+    fetch = table["fetch"].to_numpy()
+    # Latest fetch first: rank by negated time (the min int64 sentinel stays last).
+    rank = np.where(fetch == np.iinfo(np.int64).min, np.iinfo(np.int64).max, -fetch)
+    loser, winner = group_winners(table["h"].to_numpy(), rank, table["key"].to_numpy())
+    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), os.path.join(workdir, "url_out", f"p{q}.parquet"))
+    return {"losers": int(loser.size)}
+
+
+def exact_partition(workdir: str, q: int) -> dict:
+    table = _read_dir(os.path.join(workdir, "exact", f"p{q}"))
+    if table is None:
+        return {"losers": 0}
+    keys = table["key"].to_numpy()
+    alive = ~_in_sorted(keys, _losers(workdir, ("url_out",)))
+    h, keys = table["h"].to_numpy()[alive], keys[alive]
+    loser, winner = group_winners(h, np.zeros(h.size, np.int64), keys)
+    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), os.path.join(workdir, "exact_out", f"p{q}.parquet"))
+    return {"losers": int(loser.size)}
+
+
+def band_partition(workdir: str, q: int, partitions: int, shard_offsets: np.ndarray, verify: bool) -> dict:
+    """Documents sharing a band key become a star of candidate edges around the smallest key."""
+    table = _read_dir(os.path.join(workdir, "band", f"p{q}"))
+    if table is None:
+        return {"candidates": 0}
+    keys = table["key"].to_numpy()
+    alive = ~_in_sorted(keys, _losers(workdir, ("url_out", "exact_out")))
+    h, keys = table["h"].to_numpy()[alive], keys[alive]
+    order = np.lexsort((keys, h))
+    h, keys = h[order], keys[order]
+    first = np.r_[True, h[1:] != h[:-1]] if h.size else np.zeros(0, bool)
+    centre = keys[np.flatnonzero(first)][np.cumsum(first) - 1] if h.size else keys
+    src, dst = graph.unique_edges(centre[~first], keys[~first])
+    if verify:
+        _write_partitioned({"a": dst, "b": src}, shard_of(dst, shard_offsets), os.path.join(workdir, "cand"), f"b{q}",
+                           len(shard_offsets) - 1)
+    else:
+        graph.write_symmetric(src, dst, os.path.join(workdir, "cc", "r0"), partitions, f"b{q}")
+    return {"candidates": int(src.size)}
+
+
+def _load_signatures(workdir: str, shard: int) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(os.path.join(workdir, "map", f"s{shard}", "sig.parquet"))
+    return table["key"].to_numpy(), _signature_matrix(table["sig"])
+
+
+def _signature_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed_size_binary column of packed uint32 signatures as a (rows x num_perm) view."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = array.type.byte_width
+    raw = np.frombuffer(array.buffers()[1], np.uint32, count=len(array) * width // 4, offset=array.offset * width)
+    return raw.reshape(len(array), width // 4)
+
+
+def verify_attach(workdir: str, shard: int, shard_offsets: np.ndarray) -> dict:
+    """Hop 1: candidates whose ``a`` is in this shard get a's signature, then go to b's shard."""
+    table = _read_dir(os.path.join(workdir, "cand", f"p{shard}"))
+    if table is None:
+        return {"pairs": 0}
+    a, b = graph.unique_edges(table["a"].to_numpy(), table["b"].to_numpy())
+    keys, matrix = _load_signatures(workdir, shard)
+    rows = np.searchsorted(keys, a)
+    width = matrix.shape[1] * 4
+    blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(a), [None, pa.py_buffer(np.ascontiguousarray(matrix[rows]).tobytes())])
+    target = shard_of(b, shard_offsets)
+    order = np.argsort(target, kind="stable")
+    bounds = np.searchsorted(target[order], np.arange(len(shard_offsets)))
+    for t in range(len(shard_offsets) - 1):
+        sel = order[bounds[t] : bounds[t + 1]]
+        if sel.size:
+            part = pa.table({"a": a[sel], "b": b[sel], "sig": blob.take(pa.array(sel))})
+            graph.write_atomic(part, os.path.join(workdir, "cand2", f"p{t}", f"s{shard}.parquet"))
+    return {"pairs": int(a.size)}
+
+
+def verify_compare(workdir: str, shard: int, threshold: float, partitions: int) -> dict:
+    """Hop 2: compare with b's signature; pairs agreeing on >= threshold of positions become edges."""
+    table = _read_dir(os.path.join(workdir, "cand2", f"p{shard}"))
+    if table is None:
+        return {"verified": 0}
+    a, b = table["a"].to_numpy(), table["b"].to_numpy()
+    sig_a = _signature_matrix(table["sig"])
+    keys, matrix = _load_signatures(workdir, shard)
+    sig_b = matrix[np.searchsorted(keys, b)]
+    agreement = (sig_a == sig_b).mean(axis=1)
+    keep = agreement >= threshold
+    graph.write_symmetric(a[keep], b[keep], os.path.join(workdir, "cc", "r0"), partitions, f"v{shard}")
+    return {"verified": int(keep.sum())}
+
+
+def cc_step(workdir: str, k: int, q: int, partitions: int) -> dict:
+    large = k % 2 == 0
+    source = os.path.join(workdir, "cc", f"r{k}", f"p{q}")
+    return graph.star_step(source, os.path.join(workdir, "cc", f"r{k + 1}"), partitions, q, large)
+
+
+def cc_labels(workdir: str, k: int, q: int) -> dict:
+    nodes, labels = graph.star_labels(os.path.join(workdir, "cc", f"r{k}", f"p{q}"))
+    graph.write_atomic(pa.table({"node": nodes, "label": labels}), os.path.join(workdir, "labels", f"p{q}.parquet"))
+    return {"nodes": int(nodes.size)}
+
+
+def ids_for(workdir: str, shard: int, wanted: np.ndarray) -> pa.Table:
+    table = pq.read_table(os.path.join(workdir, "map", f"s{shard}", "ids.parquet"))
+    return table.filter(pa.array(_in_sorted(table["key"].to_numpy(), wanted)))
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class MinHashDedup(GlobalStage):
+    name = "dedup"
+    Params = DedupParams
+    requires = (ID, TEXT)
+
+    def __init__(self, params: DedupParams | None = None):
+        super().__init__(params)
+        self._decisions: pa.Table | None = None
+
+    # -- global step -------------------------------------------------------
+
+    def run(self, shards: list[str], workdir: str, *, workers: int) -> dict:
+        import ray  # noqa: PLC0415 (only the driver and its tasks need Ray)
+
+        params = self.params
+        workers = max(1, int(workers))
+        partitions = params.partitions or 4 * workers
+        bands, rows = params.band_shape()
+        sizes = [pq.ParquetFile(s).metadata.num_rows for s in shards]
+        shard_offsets = np.zeros(len(shards) + 1, np.int64)
+        np.cumsum(sizes, out=shard_offsets[1:])
+        if shard_offsets[-1] > ORDINAL_MASK:
+            raise ValueError(f"dedup: {shard_offsets[-1]} documents exceed the {ORDINAL_BITS}-bit ordinal")
+        plan = {"shards": shards, "sizes": sizes, "params": asdict(params), "partitions": partitions}
+        _start_or_resume(workdir, plan)
+        timings: dict[str, float] = {}
+        runner = _TaskRunner(ray, workdir, workers)
+
+        def step(name: str, fn, args_list) -> list[dict]:
+            started = time.perf_counter()
+            results = runner.map(name, fn, args_list)
+            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
+            return results
+
+        mapped = step("map", map_shard, [(s, i, int(shard_offsets[i]), params, workdir, partitions) for i, s in enumerate(shards)])
+        summary = {
+            "docs": sum(r["docs"] for r in mapped),
+            "bands": bands,
+            "rows": rows,
+            "partitions": partitions,
+        }
+        if params.url:
+            summary[URL_DUPLICATE] = sum(r["losers"] for r in step("url", url_partition, [(workdir, q) for q in range(partitions)]))
+        if params.exact:
+            summary[EXACT_DUPLICATE] = sum(r["losers"] for r in step("exact", exact_partition, [(workdir, q) for q in range(partitions)]))
+        rounds = 0
+        if params.fuzzy:
+            band_args = [(workdir, q, partitions, shard_offsets, params.verify) for q in range(partitions)]
+            summary["candidate_pairs"] = sum(r["candidates"] for r in step("bands", band_partition, band_args))
+            if params.verify:
+                step("verify1", verify_attach, [(workdir, i, shard_offsets) for i in range(len(shards))])
+                verified = step("verify2", verify_compare, [(workdir, i, params.threshold, partitions) for i in range(len(shards))])
+                summary["verified_pairs"] = sum(r["verified"] for r in verified)
+            rounds = self._components(step, workdir, partitions)
+            summary["cc_rounds"] = rounds
+        summary.update(step("final", finalize, [(workdir, len(shards))])[0])
+        summary["seconds"] = timings
+        summary["peak_worker_rss_mb"] = runner.peak_rss_mb
+        return summary
+
+    def _components(self, step, workdir: str, partitions: int) -> int:
+        """Alternate large-star and small-star until a pair of rounds leaves the edges unchanged."""
+        previous = None
+        k = 0
+        while True:
+            if k >= self.params.max_cc_rounds:
+                raise RuntimeError(f"dedup: connected components did not converge in {k} rounds (max_cc_rounds)")
+            results = step("cc", cc_step, [(workdir, k, q, partitions) for q in range(partitions)])
+            fingerprint = (sum(r["edges"] for r in results), sum(r["checksum"] for r in results) % (1 << 64))
+            if k % 2 == 0:
+                if fingerprint[0] == 0 or fingerprint == previous:
+                    break
+                previous = fingerprint
+            k += 1
+        if fingerprint[0]:
+            step("labels", cc_labels, [(workdir, k, q) for q in range(partitions)])
+        return k
+
+    # -- per-document pass ---------------------------------------------------
+
+    def load_decisions(self, workdir: str) -> None:
+        self._decisions = pq.read_table(os.path.join(workdir, "decisions.parquet"), schema=DECISION_SCHEMA)
+
+    def process(self, table: pa.Table) -> StageResult:
+        if self._decisions is None:
+            raise RuntimeError("dedup: load_decisions(workdir) must run before process()")
+        decisions = self._decisions
+        index = pc.index_in(table[ID], value_set=decisions[ID].combine_chunks())
+        if isinstance(index, pa.ChunkedArray):
+            index = index.combine_chunks()
+        found = lambda column: decisions[column].combine_chunks().take(index)  # noqa: E731
+        ids = pc.cast(table[ID], pa.string())
+        table = table.append_column("dup_cluster_id", pc.coalesce(found("dup_cluster_id"), ids))
+        table = table.append_column("dup_cluster_size", pc.coalesce(found("dup_cluster_size"), pa.scalar(1, pa.int64())))
+        table = table.append_column("dup_of", found("dup_of"))
+        return StageResult(table, found("reason"))
+
+
+# ---------------------------------------------------------------- final resolution
+
+
+def finalize(workdir: str, shard_count: int) -> dict:
+    """Every duplicate -> its cluster's kept document; writes decisions.parquet keyed by id."""
+    def pairs(step: str, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+        table = _read_dir(os.path.join(workdir, step))
+        if table is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order = np.argsort(table[a].to_numpy())
+        return table[a].to_numpy()[order], table[b].to_numpy()[order]
+
+    url_loser, url_winner = pairs("url_out", "loser", "winner")
+    exact_loser, exact_winner = pairs("exact_out", "loser", "winner")
+    nodes, labels = pairs("labels", "node", "label")
+
+    def lookup(values: np.ndarray, keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        hit = _in_sorted(values, keys)
+        out = values.copy()
+        out[hit] = targets[np.searchsorted(keys, values[hit])]
+        return out
+
+    root_of = lambda v: lookup(v, nodes, labels)  # noqa: E731
+    members = np.concatenate([url_loser, exact_loser, nodes])
+    roots = np.concatenate([
+        root_of(lookup(url_winner, exact_loser, exact_winner)),
+        root_of(exact_winner),
+        labels,
+    ])
+    reasons = np.concatenate([
+        np.full(url_loser.size, 1, np.int8),
+        np.full(exact_loser.size, 2, np.int8),
+        np.where(nodes == labels, 0, 3).astype(np.int8),
+    ])
+    # Kept documents of clusters that came only from URL/exact groups are members too.
+    extra = np.setdiff1d(roots, members)
+    members = np.concatenate([members, extra])
+    roots = np.concatenate([roots, extra])
+    reasons = np.concatenate([reasons, np.zeros(extra.size, np.int8)])
+    cluster_roots, sizes = np.unique(roots, return_counts=True)
+    size_of = sizes[np.searchsorted(cluster_roots, roots)]
+
+    wanted = np.unique(members)
+    id_tables = [ids_for(workdir, s, wanted) for s in range(shard_count)]
+    id_table = pa.concat_tables(id_tables) if id_tables else pa.table({"key": np.zeros(0, np.int64), "id": pa.array([], pa.string())})
+    id_keys = id_table["key"].to_numpy()
+    order = np.argsort(id_keys)
+    id_keys, id_values = id_keys[order], id_table["id"].combine_chunks().take(pa.array(order))
+    if id_keys.size != wanted.size:
+        raise RuntimeError(f"dedup: {wanted.size - id_keys.size} duplicate documents have no id in the map output")
+    id_at = lambda keys: id_values.take(pa.array(np.searchsorted(id_keys, keys)))  # noqa: E731
+    reason_names = pa.array(REASON_CODES, pa.string())
+    decisions = pa.table(
+        {
+            ID: id_at(members),
+            "reason": reason_names.take(pa.array(reasons)),
+            "dup_of": pc.if_else(pa.array(reasons > 0), id_at(roots), pa.scalar(None, pa.string())),
+            "dup_cluster_id": id_at(roots),
+            "dup_cluster_size": pa.array(size_of, pa.int64()),
+        },
+        schema=DECISION_SCHEMA,
+    )
+    graph.write_atomic(decisions, os.path.join(workdir, "decisions.parquet"))
+    counts = np.bincount(reasons, minlength=4)
+    return {
+        "clusters": int(cluster_roots.size),
+        "largest_cluster": int(sizes.max(initial=0)),
+        NEAR_DUPLICATE: int(counts[3]),
+        "rejected": int(counts[1:].sum()),
+    }
+
+
+# ---------------------------------------------------------------- task plumbing
+
+
+def _start_or_resume(workdir: str, plan: dict) -> None:
+    """Reuse ``workdir`` if it holds the same plan (resume), else start it afresh."""
+    path = os.path.join(workdir, "plan.json")
+    text = json.dumps(plan, sort_keys=True, default=str)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+        for entry in os.listdir(workdir):
+            full = os.path.join(workdir, entry)
+            shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _task(fn, marker: str, args: tuple) -> dict:
+    import resource  # noqa: PLC0415
+
+    result = fn(*args)
+    result["_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.replace(marker + ".tmp", marker)
+    return result
+
+
+class _TaskRunner:
+    """Runs one step's tasks on Ray, at most ``workers`` at a time, skipping those with a marker."""
+
+    def __init__(self, ray, workdir: str, workers: int):
+        self.ray, self.workdir, self.workers = ray, workdir, workers
+        self.remote = ray.remote(num_cpus=1, max_retries=2)(_task)
+        self.calls: dict[str, int] = {}
+        self.peak_rss_mb = 0
+
+    def map(self, name: str, fn, args_list: list[tuple]) -> list[dict]:
+        # A step that runs several times (cc rounds) numbers its markers by call.
+        call = self.calls.get(name, 0)
+        self.calls[name] = call + 1
+        results: list[dict | None] = [None] * len(args_list)
+        pending, queue = {}, list(enumerate(args_list))
+        while queue or pending:
+            while queue and len(pending) < self.workers:
+                i, args = queue.pop(0)
+                marker = os.path.join(self.workdir, "_done", f"{name}{call}-{i}.json")
+                if os.path.exists(marker):
+                    with open(marker) as f:
+                        results[i] = json.load(f)
+                    continue
+                pending[self.remote.remote(fn, marker, args)] = i
+            if pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    results[pending.pop(ref)] = self.ray.get(ref)
+        for result in results:
+            self.peak_rss_mb = max(self.peak_rss_mb, result.pop("_peak_rss_mb", 0))  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+
+class ExactDedup(MinHashDedup):
+    """URL and exact-text dedup only (``dedup`` with ``fuzzy: false``), for runs that want no MinHash."""
+
+    name = "exact_dedup"
+
+    @dataclass
+    class Params(DedupParams):
+        fuzzy: bool = False

@@ -1,0 +1,124 @@
+"""MinHash signatures: equal to datasketch's on the same shingles, bands x rows as datasketch picks them."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+from curate.stages import minhash as mh
+
+
+def _english_paragraphs(shared_data, count: int) -> list[str]:
+    text = (shared_data / "books" / "gutenberg" / "pg1342-0.txt").read_text(encoding="utf-8-sig")
+    return [p for p in text.split("\n\n") if len(p) > 200][:count]
+
+
+def _chinese_paragraphs(shared_data, count: int) -> list[str]:
+    path = shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:count]]
+
+
+@pytest.mark.parametrize(("num_perm", "seed", "n"), [(128, 1, 5), (256, 42, 3)])
+def test_signatures_equal_datasketch(shared_data, num_perm, seed, n):
+    texts = _english_paragraphs(shared_data, 25) + _chinese_paragraphs(shared_data, 25)
+    texts += ["", "   ", "!!! ???", "two words", "短文", "Mixed 中文 and English words here"]
+    array = pa.array(texts)
+    cjk = mh.is_cjk(array, None, 0.3)
+    shingles = mh.batch_shingles(array, cjk, n, n)
+    signature = mh.signatures(shingles, num_perm, seed, chunk_rows=97)  # documents span chunks
+    assert signature.shape == (len(texts), num_perm) and signature.dtype == np.uint32
+    tokens = mh.token_strings(array, cjk)
+    for row, text in enumerate(texts):
+        reference = mh.python_shingles(tokens[row], n)
+        assert np.diff(shingles.offsets)[row] == len(reference)
+        expected = MinHash(num_perm=num_perm, seed=seed, hashfunc=mh.shingle_hash)
+        expected.update_batch(reference)
+        assert np.array_equal(signature[row], expected.hashvalues), f"row {row}: {text[:40]!r}"
+    assert (signature[texts.index("")] == mh.MAX_HASH).all()
+
+
+def test_chinese_gets_character_shingles_english_word_shingles(shared_data):
+    zh, en = _chinese_paragraphs(shared_data, 1)[0], _english_paragraphs(shared_data, 1)[0]
+    by_script = mh.is_cjk(pa.array([zh, en]), None, 0.3)
+    assert by_script.tolist() == [True, False]
+    # A known language wins over the script guess; an unknown one falls back to it.
+    by_lang = mh.is_cjk(pa.array([zh, en, zh]), pa.array(["en", "ja", None]), 0.3)
+    assert by_lang.tolist() == [False, True, True]
+    shingles = mh.batch_shingles(pa.array([zh]), np.array([True]), 5, 5)
+    assert np.diff(shingles.offsets)[0] == len(mh.token_strings([zh])[0]) - 4
+
+
+@pytest.mark.parametrize(("threshold", "num_perm"), [(0.5, 128), (0.7, 128), (0.8, 128), (0.9, 128), (0.8, 64)])
+def test_optimal_bands_match_datasketch(threshold, num_perm):
+    assert mh.optimal_bands(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def test_band_keys_collide_exactly_on_equal_bands():
+    rng = np.random.default_rng(0)
+    sig = rng.integers(0, 2**32, size=(3, 128), dtype=np.uint64).astype(np.uint32)
+    sig[1, :13] = sig[0, :13]  # same first band only
+    sig[2] = sig[0, np.r_[13:26, 0:13, 26:128]]  # same values, other bands
+    keys = mh.band_keys(sig, 9, 13)
+    assert keys.shape == (3, 9) and keys.dtype == np.uint64
+    assert keys[0, 0] == keys[1, 0]
+    assert not np.isin(keys[1, 1:], keys[0]).any()
+    assert keys[2, 1] != keys[0, 0] and keys[2, 0] != keys[0, 1]  # the band index is part of the key
+
+
+def test_signature_agreement_estimates_jaccard(shared_data):
+    base = " ".join(_english_paragraphs(shared_data, 40))
+    words = base.split()
+    rng = np.random.default_rng(7)
+    variants = [base]
+    for rate in (0.02, 0.05, 0.1, 0.3):
+        edited = [w if rng.random() > rate else "zzq" + w for w in words]
+        variants.append(" ".join(edited))
+    array = pa.array(variants)
+    signature = mh.signatures(mh.batch_shingles(array, np.zeros(len(variants), bool), 5, 5), 256, 1)
+    sets = [set(mh.python_shingles(tokens, 5)) for tokens in mh.token_strings(variants)]
+    for i in range(1, len(variants)):
+        true = len(sets[0] & sets[i]) / len(sets[0] | sets[i])
+        estimate = float((signature[0] == signature[i]).mean())
+        assert abs(true - estimate) < 0.08, (true, estimate)
+
+
+def test_tokens_match_unicode_regex_reference(shared_data):
+    english = _english_paragraphs(shared_data, 300)
+    for text, tokens in zip(english, mh.token_strings(english)):
+        assert tokens == re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower())
+    chinese = _chinese_paragraphs(shared_data, 100)
+    agree = 0
+    for text, tokens in zip(chinese, mh.token_strings(chinese)):
+        norm = unicodedata.normalize("NFKC", text).lower()
+        agree += tokens == [c for c in norm if unicodedata.category(c)[0] not in "ZPSC"]
+    assert agree >= 95  # a few symbols (×, ・) are tokens here, not in the Unicode categories
+    mixed = mh.token_strings(["Ｆｕｌｌ　width ÉCOLE Straße “quoted” don’t 🙂x—y", "中文，标点。ＡＢＣ"])
+    assert mixed == [["full", "width", "école", "straße", "quoted", "don", "t", "x", "y"], ["中", "文", "标", "点", "a", "b", "c"]]
+
+
+def test_exact_keys_ignore_case_punctuation_whitespace_not_order():
+    texts = ["The cat, sat.", "the  CAT sat!!", "sat the cat", "", "...", "猫坐着。", "猫 坐 着"]
+    array = pa.array(texts)
+    cjk = mh.is_cjk(array, None, 0.3)
+    words, chars = mh.batch_tokens(array, cjk)
+    word_keys, word_present = mh.exact_keys(words)
+    char_keys, char_present = mh.exact_keys(chars)
+    keys = np.where(cjk, char_keys, word_keys)
+    present = np.where(cjk, char_present, word_present)
+    assert present.tolist() == [True, True, True, False, False, True, True]
+    assert keys[0] == keys[1] and keys[0] != keys[2] and keys[5] == keys[6]
+
+
+def test_token_hash_reference_matches_vectorized():
+    texts = ["alpha beta gamma", "école 中文"]
+    array = pa.array(texts)
+    words, _ = mh.batch_tokens(array, np.zeros(2, bool))
+    vectorized = mh.token_hashes32(words).hashes.tolist()
+    assert vectorized == [mh.token_hash(t) for doc in mh.token_strings(array, np.zeros(2, bool)) for t in doc]
