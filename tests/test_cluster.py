@@ -14,6 +14,16 @@ from curate import stats
 CURATE = [sys.executable, "-m", "curate.cli"]
 
 
+def _session_of(port: str) -> str:
+    """The session directory of the cluster whose GCS listens on ``port``."""
+    found = subprocess.run(["pgrep", "-af", "--", f"--gcs_server_port={port}"], capture_output=True, text=True)
+    for line in found.stdout.splitlines():
+        for arg in line.split():
+            if arg.startswith("--log_dir="):
+                return os.path.dirname(arg.split("=", 1)[1])
+    raise AssertionError(f"no GCS server on port {port}: {found.stdout!r}")
+
+
 def _stop_session(session_dir: str) -> None:
     """Stop only this test's cluster (`ray stop` would stop every Ray on the machine)."""
     name = os.path.basename(session_dir)
@@ -33,7 +43,7 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
                               "--include-dashboard=false", "--disable-usage-stats"],
                              capture_output=True, text=True, timeout=180, env=env)
     assert started.returncode == 0, started.stderr
-    session_dir = os.path.realpath("/tmp/ray/session_latest")
+    session_dir = _session_of(port)
     try:
         address = next(line.split("--address=")[1].strip().strip("'")
                        for line in (started.stdout + started.stderr).splitlines() if "--address=" in line)
