@@ -39,6 +39,7 @@ ROUTING_KEYS = ("sources", "skip_sources")
 #: The default pipeline, in order. Text rules skip code inputs; code gets its own rules.
 DEFAULT_STAGES = [
     "extract",
+    "length",
     "langid",
     "gopher_repetition",
     "gopher_quality",

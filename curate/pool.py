@@ -128,7 +128,8 @@ class WorkerPool:
         outcomes: list[TaskOutcome] = []
         failed: dict[str, str] = {}
         if not tasks:
-            self.say(f"segment {plan.segment} ({label}): all {total} tasks already done")
+            said = f"all {total} tasks already done" if total else "no documents reached it"
+            self.say(f"segment {plan.segment} ({label}): {said}")
             return outcomes, failed
         remote_worker = ray.remote(num_cpus=1, max_concurrency=2)(_Worker)
         n_actors = min(self.size, len(tasks))
