@@ -8,9 +8,11 @@ thread while it works, which feeds the per-task progress bars.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -38,23 +40,48 @@ def start_ray(workers: int | None, address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as err:
-            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
-                " Clusters started with `ray start` use token authentication: a client connecting to an explicit "
-                "address must set RAY_AUTH_MODE=token (the token comes from RAY_AUTH_TOKEN or ~/.ray/auth_token).")
-            raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address}: {err}.{hint}") from None
-    else:
-        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)  # never a stray `ray start` cluster
+    with _neutral_working_directory():
+        if address:
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as err:
+                hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                    " Clusters started with `ray start` use token authentication: a client connecting to an "
+                    "explicit address must set RAY_AUTH_MODE=token (the token comes from RAY_AUTH_TOKEN or "
+                    "~/.ray/auth_token).")
+                raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address}: {err}.{hint}") from None
+        else:  # address="local": never join a stray `ray start` cluster of this machine
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
     return True
+
+
+@contextlib.contextmanager
+def _neutral_working_directory():
+    """Start Ray from an empty directory.
+
+    Ray puts the driver's working directory first on every worker's sys.path.
+    Run from a curate checkout, that directory holds the source folder
+    ``curate/`` (without ``stages/`` inside: the wheel maps it there), which
+    would shadow the installed package in the workers. All paths are absolute
+    by the time Ray starts, so nothing else depends on the working directory.
+    """
+    previous = os.getcwd()
+    empty = os.path.join(tempfile.gettempdir(), f"curate-ray-{os.getuid()}")
+    os.makedirs(empty, exist_ok=True)  # kept: workers may start in it
+    os.chdir(empty)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 class _Worker:
     """Runs tasks of one pipeline segment; models are loaded on the first task."""
 
-    def __init__(self, plan: TaskPlan, readers: dict[str, Reader] | None):
+    def __init__(self, plan: TaskPlan, readers: dict[str, Reader] | None, cwd: str):
+        # relative paths in stage parameters (models, word lists) mean what they meant to the driver;
+        # imports are unaffected (Ray fixed sys.path at start-up, see _neutral_working_directory)
+        os.chdir(cwd)
         self.plan, self.readers = plan, readers
         self.loaded_decisions = False
         self.current: dict[str, tuple[int, int]] = {}
@@ -135,7 +162,8 @@ class WorkerPool:
         n_actors = min(self.size, len(tasks))
         plan_ref = ray.put(plan)
         readers_ref = ray.put(readers)
-        actors = [remote_worker.remote(plan_ref, readers_ref) for _ in range(n_actors)]
+        cwd = os.getcwd()
+        actors = [remote_worker.remote(plan_ref, readers_ref, cwd) for _ in range(n_actors)]
         idle = list(actors)
         pending = deque(tasks)
         attempts: dict[int, int] = {}
@@ -165,7 +193,7 @@ class WorkerPool:
                     except (RayActorError, WorkerCrashedError, RayTaskError) as err:
                         dead = not isinstance(err, RayTaskError)
                         if dead:  # the worker process died (OOM, segfault): replace it
-                            actor = remote_worker.remote(plan_ref, readers_ref)
+                            actor = remote_worker.remote(plan_ref, readers_ref, cwd)
                         idle.append(actor)
                         attempts[task.index] = attempts.get(task.index, 0) + 1
                         if attempts[task.index] <= max_retries:

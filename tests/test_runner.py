@@ -261,3 +261,17 @@ def test_shortcut_runs_with_overrides(tmp_path):
                "--set", "length.min_chars=ten", "-o", "out2", cwd=tmp_path)
     assert bad.returncode == 2
     assert "length.min_chars" in bad.stderr and "expected an integer" in bad.stderr
+
+
+def test_running_from_a_folder_that_holds_a_curate_folder(tmp_path):
+    """Ray puts the driver's working directory on workers' sys.path; a `curate/` there (a checkout) must not win."""
+    decoy = tmp_path / "curate"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy curate/ folder was imported')\n")
+    write_jsonl(tmp_path / "in.jsonl", ["a document", "another document"])
+    (tmp_path / "words.txt").write_text("unused\n")
+    cli = str(Path(sys.executable).parent / "curate")
+    done = subprocess.run([cli, "run", "--input", "in.jsonl", "--format", "jsonl", "--stages", "length",
+                           "-o", "out", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "2 docs kept" in " ".join(done.stdout.split())

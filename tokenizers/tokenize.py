@@ -22,6 +22,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -210,6 +211,9 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
 
     from curate.pool import start_ray
 
+    # Ray workers start in their own directory: everything they open must be absolute
+    output = os.path.abspath(output)
+    files = [dataclasses.replace(item, path=os.path.abspath(item.path)) for item in files]
     with open(tokenizer_path, "rb") as f:
         model = f.read()
     meta = write_meta(output, model, tokenizer_path)
