@@ -10,6 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 venv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip "setuptools>=68"
 
 demo: venv
 	$(PIP) install .
