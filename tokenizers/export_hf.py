@@ -53,6 +53,7 @@ def checkout_off_path():
 
 def import_transformers():
     """Import transformers (and with it HuggingFace's ``tokenizers``), whatever the working directory."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" advice: only tokenizers are used
     with checkout_off_path():
         import transformers
         from transformers import AutoTokenizer, LlamaTokenizer  # noqa: F401  (imports tokenizers now)
