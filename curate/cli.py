@@ -92,6 +92,7 @@ def run(config_file, output, inputs, fmt, source, stages, overrides, workers, ad
                       f"({summary.docs:,} docs kept, {summary.rejects:,} rejected); nothing to do.")
         sys.exit(EXIT_OK)
     print_funnel(output)
+    warn_stage_errors(output)
     console.print(
         f"[bold]curate[/bold] {summary.tasks_run} tasks run, {summary.tasks_skipped} already done; "
         f"{summary.docs:,} docs kept, {summary.rejects:,} rejected in {summary.seconds:.1f}s "
@@ -125,6 +126,18 @@ def print_funnel(output: str, by_lang: bool = False) -> None:
         for source, lang, kept, rejected, share in stats.by_language(con):
             lang_table.add_row(source, lang, f"{kept:,}", f"{rejected:,}", f"{share:.1%}")
         console.print(lang_table)
+
+
+def warn_stage_errors(output: str) -> None:
+    from curate import stats
+
+    errors = stats.stage_errors(stats.connect(output))
+    if errors:
+        total = sum(docs for _, _, docs in errors)
+        err_console.print(f"[bold yellow]warning[/bold yellow] {total:,} documents were rejected because a stage or "
+                          f"reader raised (quarantined in {output}/rejects):")
+        for stage, reason, docs in errors[:5]:
+            err_console.print(f"  {stage}: {reason} ({docs:,})")
 
 
 @main.command(name="stats")

@@ -37,7 +37,7 @@ def demo_config_text() -> str:
 
 def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = False) -> int:
     """Build the demo input in ``directory`` and run everything; returns the exit code."""
-    from curate.cli import print_funnel
+    from curate.cli import print_funnel, warn_stage_errors
     from curate.config import load_config
     from curate.demo_data import build_demo_inputs
     from curate.runner import Runner
@@ -64,6 +64,7 @@ def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = Fa
             console.print(f"[red]failed[/red] {task}: {error}")
         return 1
     print_funnel(output, by_lang=True)
+    warn_stage_errors(output)
     con = connect(output)
     for title, query in QUERIES:
         console.rule(f"[bold]{title}")

@@ -116,3 +116,16 @@ def write_database(output: str, database: str) -> None:
         os.remove(database)
     con = connect(output, database)
     con.close()
+
+
+def stage_errors(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """Rejects caused by a stage or reader raising (``error:...``, ``read-error:...``, ``extract-error:...``).
+
+    They are quarantined, not lost, but many of them usually mean a bug or a broken set-up, not bad data.
+    """
+    return con.execute("""
+        SELECT stage, r.reason, sum(r.docs)::BIGINT AS docs
+        FROM (SELECT stage, unnest(reasons) AS r FROM stats)
+        WHERE r.reason LIKE 'error:%' OR r.reason LIKE '%-error:%'
+        GROUP BY ALL ORDER BY docs DESC
+    """).fetchall()

@@ -153,8 +153,9 @@ class Sandbox:
 
     def _start(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # -P: no working directory on sys.path (a checkout's curate/ folder there would shadow the package)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from curate.stages.extract import serve_stdio; serve_stdio()"],
+            [sys.executable, "-P", "-c", "from curate.stages.extract import serve_stdio; serve_stdio()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.outbox = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.inbox = Connection(os.dup(self.process.stdout.fileno()), writable=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,14 @@ from curate.demo_data import EXACT_DUPLICATES, demo_pages
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("demo") / "curate-demo"
-    done = subprocess.run([sys.executable, "-m", "curate.cli", "demo", str(directory), "--workers", "2"],
+    # run the way `make demo` does on a fresh clone: the console script, from a folder that holds a
+    # `curate/` source folder (here a decoy), which must never shadow the installed package in any process
+    cwd = tmp_path_factory.mktemp("checkout")
+    (cwd / "curate").mkdir()
+    (cwd / "curate" / "__init__.py").write_text("raise ImportError('the decoy curate/ folder was imported')\n")
+    directory = cwd / "curate-demo"
+    cli = str(Path(sys.executable).parent / "curate")
+    done = subprocess.run([cli, "demo", "curate-demo", "--workers", "2"], cwd=cwd,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return directory, done.stdout
@@ -28,6 +35,12 @@ def test_demo_prints_the_funnel_and_queries(demo_run):
     _, printed = demo_run
     for expected in ("funnel", "extract", "langid", "dedup", "pii", "near-duplicate", "by language"):
         assert expected in printed
+
+
+def test_no_stage_raised_on_any_document(demo_run):
+    directory, _ = demo_run
+    assert query(directory, "SELECT reject_reason, count(*) FROM rejects WHERE reject_reason LIKE 'error:%' "
+                            "OR reject_reason LIKE 'extract-error:%' GROUP BY ALL") == []
 
 
 def test_every_document_lands_once(demo_run):
@@ -80,8 +93,8 @@ def test_code_gets_code_rules_only(demo_run):
 
 def test_rerunning_the_demo_resumes_and_does_nothing(demo_run):
     directory, _ = demo_run
-    again = subprocess.run([sys.executable, "-m", "curate.cli", "demo", str(directory), "--workers", "2"],
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run([str(Path(sys.executable).parent / "curate"), "demo", "curate-demo", "--workers", "2"],
+                           cwd=directory.parent, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert "this run is already complete" in " ".join(again.stdout.split())
 
