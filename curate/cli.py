@@ -5,7 +5,6 @@ Exit codes: 0 done, 1 failed or incomplete, 2 usage or config error.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click

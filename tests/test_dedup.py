@@ -15,7 +15,7 @@ import ray
 from curate.params import ConfigError
 from curate.stages import dedup_graph as graph
 from curate.stages import minhash as mh
-from curate.stages.dedup import DedupParams, ExactDedup, MinHashDedup
+from curate.stages.dedup import ExactDedup, MinHashDedup
 
 
 @pytest.fixture(scope="module", autouse=True)

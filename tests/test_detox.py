@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import re
 
@@ -16,6 +15,7 @@ from curate.classifier import TextClassifier, binary_metrics
 from curate.params import ConfigError
 from curate.stages.detox import Detox, read_labelled, train_toxicity_model
 from curate.stages.detox_cli import detox as detox_cli
+from curate.tests.corpora import book_paragraphs, chinese_paragraphs
 
 
 def run_detox(texts, urls=None, **params) -> tuple[pa.Table, list]:
@@ -66,31 +66,6 @@ def test_default_lists_beat_c4_rule(shared_data, lang):
     print(f"{lang}: ours {ours} FP {our_fp} | C4/LDNOOBW {baseline} FP {baseline_fp}")
     assert ours.f1 >= baseline.f1
     assert our_fp <= baseline_fp
-
-
-def book_paragraphs(shared_data) -> list[str]:
-    """Paragraphs of the Gutenberg books' bodies (between the START and END markers)."""
-    paragraphs = []
-    for path in sorted(glob.glob(str(shared_data / "books/gutenberg/*.txt"))):
-        raw = open(path, "rb").read()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        start = re.search(r"\*\*\* ?START OF.*\n", text)
-        end = re.search(r"\*\*\* ?END OF", text)
-        body = text[start.end() if start else 0: end.start() if end else len(text)]
-        paragraphs += [p.strip() for p in re.split(r"\r?\n\s*\r?\n", body) if p.strip()]
-    return paragraphs
-
-
-def chinese_paragraphs(shared_data) -> list[str]:
-    with open(shared_data / "chinese/cmrc2018-wikipedia/paragraphs.jsonl", encoding="utf-8") as f:
-        paragraphs = [json.loads(line)["text"] for line in f if line.strip()]
-    for path in sorted(glob.glob(str(shared_data / "chinese/gutenberg-zh/*.txt"))):
-        text = open(path, encoding="utf-8-sig").read()
-        paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return paragraphs
 
 
 def test_clean_text_is_rarely_rejected(shared_data):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import ipaddress
-import json
 import random
 import re
 import sysconfig
@@ -16,6 +15,7 @@ import pytest
 
 from curate.params import ConfigError
 from curate.stages.pii import PLACEHOLDERS, TYPES, Pii
+from curate.tests.corpora import book_paragraphs, chinese_paragraphs
 
 # ---- independent generators of valid PII (their own checksum code, not the stage's)
 
@@ -102,31 +102,6 @@ MAKERS = {"email": make_email, "iban": make_iban, "cn_id": make_cn_id, "card": m
           "phone": make_phone}
 
 # ---- real text
-
-
-def book_paragraphs(shared_data) -> list[str]:
-    """Paragraphs of the Gutenberg books' bodies: the license boilerplate around them holds real contact details."""
-    paragraphs = []
-    for path in sorted(glob.glob(str(shared_data / "books/gutenberg/*.txt"))):
-        raw = open(path, "rb").read()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        start = re.search(r"\*\*\* ?START OF.*\n", text)
-        end = re.search(r"\*\*\* ?END OF", text)
-        body = text[start.end() if start else 0: end.start() if end else len(text)]
-        paragraphs += [p.strip() for p in re.split(r"\r?\n\s*\r?\n", body) if p.strip()]
-    return paragraphs
-
-
-def chinese_paragraphs(shared_data) -> list[str]:
-    with open(shared_data / "chinese/cmrc2018-wikipedia/paragraphs.jsonl", encoding="utf-8") as f:
-        paragraphs = [json.loads(line)["text"] for line in f if line.strip()]
-    for path in sorted(glob.glob(str(shared_data / "chinese/gutenberg-zh/*.txt"))):
-        text = open(path, encoding="utf-8-sig").read()
-        paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return paragraphs
 
 
 def code_blocks() -> list[str]:

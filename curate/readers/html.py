@@ -9,14 +9,10 @@ import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import decode_html, open_lenient
-from curate.schema import doc_id
+from curate.schema import CORE_FIELDS, doc_id
 
 HTML_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("text", pa.string()),
-    pa.field("url", pa.string()),
-    pa.field("path", pa.string()),
+    *CORE_FIELDS,
     pa.field("html", pa.string()),
     pa.field("charset", pa.string()),
     pa.field("decode_errors", pa.int32()),

@@ -33,7 +33,7 @@ import pyarrow as pa
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import (BadEncoding, TooLarge, dechunk, decode_html, header_charset, inflate,
                                    looks_like_html, open_lenient, LenientGzip)
-from curate.schema import doc_id
+from curate.schema import CORE_FIELDS, doc_id
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml"})
 #: Content-Types that say nothing: the payload is sniffed
@@ -45,11 +45,7 @@ BATCH_CHARS = 64 << 20
 REJECT_PREVIEW_CHARS = 20_000
 
 WARC_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("text", pa.string()),
-    pa.field("url", pa.string()),
-    pa.field("path", pa.string()),
+    *CORE_FIELDS,
     pa.field("html", pa.string()),
     pa.field("fetch_time", pa.timestamp("s", tz="UTC")),
     pa.field("warc_record_id", pa.string()),

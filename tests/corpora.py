@@ -1,0 +1,32 @@
+"""Real text from ../shared/data cut into documents, shared by the tests (``curate.tests.corpora``)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+
+
+def book_paragraphs(shared_data) -> list[str]:
+    """Paragraphs of the Gutenberg books' bodies: the license boilerplate around them holds real contact details."""
+    paragraphs = []
+    for path in sorted(glob.glob(str(shared_data / "books/gutenberg/*.txt"))):
+        raw = open(path, "rb").read()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        start = re.search(r"\*\*\* ?START OF.*\n", text)
+        end = re.search(r"\*\*\* ?END OF", text)
+        body = text[start.end() if start else 0: end.start() if end else len(text)]
+        paragraphs += [p.strip() for p in re.split(r"\r?\n\s*\r?\n", body) if p.strip()]
+    return paragraphs
+
+
+def chinese_paragraphs(shared_data) -> list[str]:
+    with open(shared_data / "chinese/cmrc2018-wikipedia/paragraphs.jsonl", encoding="utf-8") as f:
+        paragraphs = [json.loads(line)["text"] for line in f if line.strip()]
+    for path in sorted(glob.glob(str(shared_data / "chinese/gutenberg-zh/*.txt"))):
+        text = open(path, encoding="utf-8-sig").read()
+        paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return paragraphs
