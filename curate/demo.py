@@ -25,9 +25,10 @@ QUERIES = [
      "SELECT dup_cluster_id, dup_cluster_size, reject_reason FROM rejects WHERE reject_stage = 'dedup') "
      "WHERE dup_cluster_size > 1 GROUP BY ALL ORDER BY docs DESC"),
     ("toxic pages and redacted personal data",
-     "SELECT source, url, toxic_count, pii_email + pii_phone + pii_card + pii_cn_id + pii_iban AS pii "
+     "SELECT source, url, toxic_count, toxic_terms, reject_reason, "
+     "pii_email + pii_ip + pii_phone + pii_card + pii_cn_id + pii_iban AS pii "
      "FROM (SELECT * FROM docs UNION ALL BY NAME SELECT * FROM rejects) WHERE toxic_count > 0 OR pii_email > 0 "
-     "OR pii_phone > 0 OR pii_card > 0 OR pii_cn_id > 0 OR pii_iban > 0"),
+     "OR pii_ip > 0 OR pii_phone > 0 OR pii_card > 0 OR pii_cn_id > 0 OR pii_iban > 0"),
 ]
 
 
