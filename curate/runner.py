@@ -36,7 +36,7 @@ from curate.config import PipelineConfig
 from curate.execute import TaskOutcome, TaskPlan, is_done, task_id_for
 from curate.params import ConfigError
 from curate.readers import Reader, Task
-from curate.shards import write_json_atomic, write_table_atomic
+from curate.shards import write_json_atomic
 from curate.stage import GlobalStage
 
 log = logging.getLogger("curate")
@@ -140,6 +140,7 @@ class Runner:
         self.show_progress = show_progress
         self.fingerprint = config.fingerprint()
         self.manifest: dict[str, Any] = {}
+        self._manifest_written = 0.0  # monotonic time of the last periodic manifest write
 
     # ---- output directory -------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -261,19 +262,9 @@ class Runner:
                 summary.failed[f"global:{stage.name}"] = f"{type(err).__name__}: {err}"
                 return None
             seconds = time.perf_counter() - t0
-            self._write_global_stats(stage.name, segment.index, result, seconds)
             write_json_atomic(marker, {"summary": result, "seconds": seconds})
         return [Task(source=_source_of_shard(path), format="parquet", path=path, index=i)
                 for i, path in enumerate(shards)]
-
-    def _write_global_stats(self, name: str, segment: int, result: dict, seconds: float) -> None:
-        import pyarrow as pa
-
-        table = pa.table({
-            "stage": [name], "segment": [segment], "seconds": [seconds],
-            "summary": [str(result)],
-        })
-        write_table_atomic(self._path("work", name, "summary.parquet"), table)
 
     def _record_task(self, outcome: TaskOutcome, task: Task) -> None:
         self.manifest.setdefault("tasks", {})[outcome.task_id] = {
@@ -282,7 +273,7 @@ class Runner:
             "seconds": round(outcome.seconds, 3),
         }
         now = time.monotonic()
-        if now - getattr(self, "_manifest_written", 0.0) > 2.0:
+        if now - self._manifest_written > 2.0:
             self._write_manifest()
             self._manifest_written = now
 
@@ -328,7 +319,7 @@ def _source_of_shard(path: str) -> str:
     """Shards are named after their task, whose id starts with the source name."""
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path).read_row_group(0, columns=["source"]) if pq.ParquetFile(path).metadata.num_row_groups else None
-    if table is not None and table.num_rows:
-        return table["source"][0].as_py()
+    shard = pq.ParquetFile(path)
+    if shard.metadata.num_row_groups:
+        return shard.read_row_group(0, columns=["source"])["source"][0].as_py()
     return os.path.basename(path).split("-")[0]

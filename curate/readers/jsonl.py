@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
+from curate.readers.fileio import open_lenient
 from curate.schema import doc_id
 
 BLOCK_BYTES = 8 << 20
@@ -198,26 +198,13 @@ def _plain_chunks(task: Task) -> Iterator[bytes]:
 
 
 def _gzip_chunks(path: str) -> Iterator[bytes]:
-    """Decompress (possibly multi-member) gzip, yielding all data up to a truncation, then raising."""
-    produced = 0
-    decompressor = zlib.decompressobj(wbits=31)
-    with open(path, "rb") as f:
-        while True:
-            raw = f.read(1 << 20)
-            if not raw:
-                break
-            while raw:
-                out = decompressor.decompress(raw)
-                produced += len(out)
-                if out:
-                    yield out
-                if decompressor.eof:  # next gzip member, if any
-                    raw = decompressor.unused_data
-                    decompressor = zlib.decompressobj(wbits=31)
-                else:
-                    raw = b""
-    if not decompressor.eof and produced:  # a member was started but never finished
-        raise EOFError(f"gzip stream truncated after {produced} decompressed bytes")
+    """Decompressed blocks; a corrupt member is skipped, and the damage is raised once all else is read."""
+    with open_lenient(path) as stream:
+        while chunk := stream.read(BLOCK_BYTES):
+            yield chunk
+        if stream.error:
+            raise EOFError(f"{stream.error} in {path} (resynced {stream.resyncs}x): every line that "
+                           "decompressed was read")
 
 
 def _split(block: bytes, base: int, end: int | None) -> tuple[list[int], list[bytes], bool]:
