@@ -223,7 +223,8 @@ class Extract(Stage):
         p = self.params
         n = table.num_rows
         if "html" not in table.column_names:
-            table = self._set(table, "title", pa.nulls(n, pa.string()))
+            if "title" not in table.column_names:  # a reader's own title (books) is kept
+                table = self._set(table, "title", pa.nulls(n, pa.string()))
             if p.only_languages:
                 table = self._set(table, "precheck_lang", pa.nulls(n, pa.string()))
                 table = self._set(table, "precheck_score", pa.nulls(n, pa.float32()))
@@ -237,7 +238,8 @@ class Extract(Stage):
 
         htmls = table["html"].to_pylist()
         texts = table["text"].to_pylist() if "text" in table.column_names else [None] * n
-        titles: list[str | None] = [None] * n
+        titles: list[str | None] = table["title"].to_pylist() if "title" in table.column_names else [None] * n
+        had_text = [t is not None for t in texts]  # passed through as is, like a batch without html
         seconds: list[float | None] = [None] * n
         reasons: list[str | None] = [None] * n
         langs: list[str | None] = [None] * n
@@ -278,7 +280,7 @@ class Extract(Stage):
             else:
                 texts[i] = text
         for i in range(n):
-            if reasons[i] is None and not (texts[i] or "").strip():
+            if reasons[i] is None and not had_text[i] and not (texts[i] or "").strip():
                 texts[i], reasons[i] = texts[i] or "", "no-main-content"
 
         table = table.drop_columns(["html"])

@@ -148,3 +148,22 @@ def test_warc_to_text_in_a_ray_worker(shared_data):
     kept = [t for t, r in zip(table["text"].to_pylist(), reasons.to_pylist()) if r is None]
     assert len(kept) >= 10 and all(t.strip() for t in kept)
     assert set(reasons.to_pylist()) <= {None, "no-main-content"}
+
+
+def test_rows_that_already_have_text_keep_their_title_and_text():
+    """Books carry the Gutenberg title from their reader; extract passes such rows through unchanged."""
+    import pyarrow as pa
+
+    from curate.stages.extract import Extract
+
+    stage = Extract.from_config({"timeout_s": 0})
+    stage.ensure_setup()
+    books = pa.table({"id": ["b"], "source": ["books"], "text": [" "], "title": ["Moby Dick"]})
+    result = stage.process(books)
+    assert result.table["title"].to_pylist() == ["Moby Dick"] and result.table["text"].to_pylist() == [" "]
+    mixed = pa.table({"id": ["b", "w"], "source": ["books", "web"], "text": [" ", None], "title": ["Moby Dick", None],
+                      "html": [None, "<html><head><title>T</title></head><body><p>" + "Some words here. " * 40
+                               + "</p></body></html>"]})
+    result = stage.process(mixed)
+    assert result.table["title"].to_pylist()[0] == "Moby Dick"
+    assert result.table["text"].to_pylist()[0] == " " and result.reasons.to_pylist()[0] is None
