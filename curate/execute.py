@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.readers import ReadBatch, Reader, Task
+from curate.readers.fileio import printable
 from curate.schema import REJECT_REASON, conform, doc_id, text_bytes, with_reject
 from curate.shards import ShardWriter, remove_stale, write_table_atomic
 from curate.stage import GlobalStage, Stage, StageResult
@@ -189,7 +190,7 @@ def _batches(task: Task, plan: TaskPlan, reader: Reader | None, counter: StageCo
             rejects = pa.table({
                 "id": [doc_id(task.source, f"{task.path}@{task.start}:read-error")],
                 "source": [task.source], "text": pa.nulls(1, pa.string()), "url": pa.nulls(1, pa.string()),
-                "path": [task.path], "error_traceback": [traceback.format_exc(limit=6)[-4000:]],
+                "path": [printable(task.path)], "error_traceback": [traceback.format_exc(limit=6)[-4000:]],
                 REJECT_REASON: [reason],
             })
             counter.docs_in += 1
@@ -275,7 +276,7 @@ def _stats_row(task: Task, task_id: str, segment: int, c: StageCounter) -> dict:
     reasons = [{"reason": r, "kind": "reject", "docs": n} for r, n in c.rejected.most_common()]
     reasons += [{"reason": r, "kind": "skip", "docs": n} for r, n in c.skipped.most_common()]
     return {
-        "task_id": task_id, "segment": segment, "source": task.source, "path": task.path, "stage": c.stage,
+        "task_id": task_id, "segment": segment, "source": task.source, "path": printable(task.path), "stage": c.stage,
         "position": c.position, "docs_in": c.docs_in, "docs_out": c.docs_out, "bytes_in": c.bytes_in,
         "bytes_out": c.bytes_out, "rejected": sum(c.rejected.values()), "skipped": sum(c.skipped.values()),
         "seconds": round(c.seconds, 6), "reasons": reasons,

@@ -274,3 +274,21 @@ def test_running_from_a_folder_that_holds_a_curate_folder(tmp_path):
                            "-o", "out", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "2 docs kept" in " ".join(done.stdout.split())
+
+
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path):
+    """Names arrive with surrogate escapes, which Arrow refuses: every column gets a printable form."""
+    odd = os.fsdecode(b"caf\xe9.jsonl")  # latin-1 bytes in a file name
+    (tmp_path / odd).write_text('{"text": "a document from an oddly named file"}\n'
+                                '{"text": "a lone surrogate \\ud800 escape: valid JSON, not UTF-8"}\n'
+                                '{"text": "the line after it"}\n')
+    (tmp_path / os.fsdecode(b"bad\xff.html")).write_bytes(
+        b"<html><body><article><p>" + b"Plenty of ordinary words in a sentence here. " * 40 + b"</p></article></body></html>")
+    raw = {"inputs": [{"source": "notes", "format": "jsonl", "paths": ["*.jsonl"]},
+                      {"source": "pages", "format": "html", "paths": ["*.html"]}], "stages": ["extract", "length"]}
+    summary = run_config(raw, tmp_path / "out", tmp_path)
+    assert summary.ok, summary.failed
+    con = stats.connect(str(tmp_path / "out"))
+    paths = sorted(r[0].rsplit("/", 1)[1] for r in con.execute("SELECT path FROM docs").fetchall())
+    assert paths == ["bad\ufffd.html", "caf\ufffd.jsonl", "caf\ufffd.jsonl"]
+    assert con.execute("SELECT reject_reason FROM rejects").fetchall() == [("bad-json:lone-surrogate",)]

@@ -37,7 +37,9 @@ class Task:
     def task_id(self) -> str:
         from curate.schema import doc_id
 
-        stem = os.path.basename(self.path).split(".")[0][:40] or "input"
+        from curate.readers.fileio import printable
+
+        stem = printable(os.path.basename(self.path)).split(".")[0][:40] or "input"
         span = "" if self.start == 0 and self.end is None else f"@{self.start}-{self.end}"
         return f"{self.source}-{stem}-{doc_id(self.source, self.path + span)[:12]}"
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import open_binary
+from curate.readers.fileio import open_binary, printable
 from curate.schema import doc_id
 
 SCHEMA = pa.schema(
@@ -155,12 +155,6 @@ class BookReader(Reader):
     def _row(self, path: str, index: int, text: str | None, title: str | None, encoding: str | None) -> dict:
         return {"id": doc_id(self.source, f"{path}#{index}"), "source": self.source, "text": text, "url": None,
                 "path": printable(path), "title": title, "encoding": encoding, "chunk_index": index}
-
-
-def printable(name: str) -> str:
-    """A file name for a string column: names that are not UTF-8 arrive with surrogate escapes
-    (which Arrow refuses); those bytes are shown as U+FFFD. Ids keep the exact name."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _read_capped(path: str, max_bytes: int) -> bytes | None:

@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.books import decode_bytes, printable
+from curate.readers.books import decode_bytes
+from curate.readers.fileio import printable
 from curate.schema import doc_id
 
 #: File extension (lower case) -> language.

@@ -10,6 +10,12 @@ import zlib
 from typing import BinaryIO
 
 
+def printable(name: str) -> str:
+    """A file name for a string column: names that are not UTF-8 arrive with surrogate escapes
+    (which Arrow refuses); those bytes are shown as U+FFFD. Ids keep the exact name."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def open_binary(path: str) -> BinaryIO:
     """Open ``path`` for reading bytes, decompressing ``.gz`` transparently."""
     if path.endswith(".gz"):

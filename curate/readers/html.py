@@ -8,7 +8,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import decode_html, open_lenient
+from curate.readers.fileio import decode_html, open_lenient, printable
 from curate.schema import CORE_FIELDS, doc_id
 
 HTML_SCHEMA = pa.schema([
@@ -35,7 +35,7 @@ class HtmlFileReader(Reader):
     suffixes = (".html", ".htm", ".xhtml", ".html.gz", ".htm.gz", ".xhtml.gz")
 
     def read(self, task: Task) -> Iterator[ReadBatch]:
-        row = {"id": doc_id(self.source, task.path), "source": self.source, "path": task.path}
+        row = {"id": doc_id(self.source, task.path), "source": self.source, "path": printable(task.path)}
         reason = None
         try:
             with open_lenient(task.path) as f:

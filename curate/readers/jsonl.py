@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import open_lenient
+from curate.readers.fileio import open_lenient, printable
 from curate.schema import doc_id
 
 BLOCK_BYTES = 8 << 20
@@ -90,7 +90,7 @@ class JsonlReader(Reader):
         if not pa.types.is_string(url.type):
             return None
         columns = {"id": given, "source": pa.array([self.source] * n, pa.string()), "text": text, "url": url,
-                   "path": pa.array([task.path] * n, pa.string())}
+                   "path": pa.array([printable(task.path)] * n, pa.string())}
         for name in opts.keep_fields:
             if name not in names:
                 columns[name] = pa.nulls(n, pa.string())
@@ -120,26 +120,42 @@ class JsonlReader(Reader):
                 bad_texts.append(line[:10000].decode("utf-8", "replace"))
                 continue
             given = record.get(opts.id_field)
+            url = record.get(opts.url_field)
+            kept = {name: record.get(name) for name in opts.keep_fields}
+            kept = {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in kept.items()}
+            if not all(_utf8_ok(v) for v in (text, given, url, *kept.values())):
+                bad_offsets.append(offset)
+                bad_reasons.append("bad-json:lone-surrogate")  # a "\ud800" escape: valid JSON, not UTF-8
+                bad_texts.append(line[:10000].decode("utf-8", "replace"))
+                continue
             ids.append(str(given) if given is not None else doc_id(self.source, f"{task.path}:{offset}"))
             texts.append(text)
-            url = record.get(opts.url_field)
             urls.append(None if url is None else str(url))
-            for name in opts.keep_fields:
-                value = record.get(name)
-                extra[name].append(None if value is None else value if isinstance(value, str) else json.dumps(value))
+            for name, value in kept.items():
+                extra[name].append(value)
         n = len(ids)
         docs = pa.table(
             {"id": ids, "source": [self.source] * n, "text": texts, "url": pa.array(urls, pa.string()),
-             "path": [task.path] * n, **{k: pa.array(v, pa.string()) for k, v in extra.items()}}
+             "path": [printable(task.path)] * n, **{k: pa.array(v, pa.string()) for k, v in extra.items()}}
         )
         rejects = None
         if bad_offsets:
             m = len(bad_offsets)
             rejects = pa.table(
                 {"id": [doc_id(self.source, f"{task.path}:{o}") for o in bad_offsets], "source": [self.source] * m,
-                 "text": bad_texts, "path": [task.path] * m, "reject_reason": bad_reasons}
+                 "text": bad_texts, "path": [printable(task.path)] * m, "reject_reason": bad_reasons}
             )
         return ReadBatch(docs=docs, rejects=rejects, records=len(lines))
+
+
+def _utf8_ok(value) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _parse_lines(lines: list[bytes]) -> list:

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.readers import ReadBatch, Reader, Task
+from curate.readers.fileio import printable
 from curate.schema import doc_id
 
 
@@ -75,7 +76,7 @@ class ParquetReader(Reader):
                 text = text.cast(pa.string())
             url = table[opts.url_field].cast(pa.string()) if opts.url_field in names else pa.nulls(n, pa.string())
             docs = pa.table({"id": ids, "source": pa.array([self.source] * n, pa.string()), "text": text, "url": url,
-                             "path": pa.array([task.path] * n, pa.string())})
+                             "path": pa.array([printable(task.path)] * n, pa.string())})
             for name in opts.keep_fields:
                 if name in names and name not in docs.column_names:
                     docs = docs.append_column(name, table[name])

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import (BadEncoding, TooLarge, dechunk, decode_html, header_charset, inflate,
-                                   looks_like_html, open_lenient, LenientGzip)
+                                   looks_like_html, open_lenient, LenientGzip, printable)
 from curate.schema import CORE_FIELDS, doc_id
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml"})
@@ -180,7 +180,7 @@ class WarcReader(Reader):
             out.skipped["url-blocked"] += 1
             return
         base = {"id": doc_id(self.source, f"{task.path}:{record.location}"), "source": self.source, "url": record.url,
-                "path": task.path, "fetch_time": record.date, "warc_record_id": record.record_id}
+                "path": printable(task.path), "fetch_time": record.date, "warc_record_id": record.record_id}
         if record.body is None:
             out.add_reject("too-large", **base)
             return
@@ -253,7 +253,7 @@ class WetReader(Reader):
                 out.skipped["url-blocked"] += 1
             else:
                 base = {"id": doc_id(self.source, f"{task.path}:{record.location}"), "source": self.source,
-                        "url": record.url, "path": task.path, "fetch_time": record.date,
+                        "url": record.url, "path": printable(task.path), "fetch_time": record.date,
                         "warc_record_id": record.record_id, "content_type": record.warc_type or None,
                         "cc_language": record.language}
                 if record.body is None:
