@@ -85,7 +85,8 @@ def load_texts(paths: tuple[str, ...] | list[str], *, text_field: str = "text", 
                     with opener(file, "rt", encoding="utf-8") as f:
                         for line in f:
                             if line.strip():
-                                value = json.loads(line).get(text_field)
+                                row = json.loads(line)
+                                value = row.get(text_field) if isinstance(row, dict) else None
                                 if isinstance(value, str) and value.strip():
                                     texts.append(value)
                 else:

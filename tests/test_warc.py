@@ -102,7 +102,7 @@ def test_wet_with_character_counted_lengths(shared_data):
     assert len(docs) == 3 and not rejects
     texts = {d["url"]: d["text"] for d in docs}
     assert texts["http://sample_chinese.zh"].rstrip().endswith("真理不是。")
-    assert "Truth isn't." in texts[next(u for u in texts if "english" in u or u.endswith(".com") or "en" in u)]
+    assert "Truth isn't." in texts["http://sample_english.com"]
     assert all("html" not in d for d in docs)
 
 
@@ -209,8 +209,8 @@ def test_truncated_whole_file_gzip(tmp_path):
     path = tmp_path / "whole.warc.gz"
     path.write_bytes(data[: int(len(data) * 0.8)])
     docs, rejects, skipped, _ = read_all(WarcReader("x"), path)
-    assert len(docs) >= 1 and len(docs) + len(rejects) <= 4
-    assert rejects or skipped["unreadable:truncated-gzip"] == 1
+    # the first two records decompress whole; the cut is reported, not raised
+    assert len(docs) == 2 and not rejects and skipped["unreadable:truncated-gzip"] == 1
 
 
 def test_wrong_content_length(tmp_path):
@@ -332,7 +332,7 @@ def test_malformed_arc(shared_data, tmp_path):
     docs, _, skipped, _ = read_all(ArcReader("x"), tmp_path / "t.arc")
     assert [d["url"] for d in docs] == ["http://a.com/", "http://b.com/"] and skipped["arc:bad-header-line"] == 1
     docs, rejects, skipped, _ = read_all(ArcReader("x"), tmp_path / "t.arc.gz")
-    assert docs[0]["url"] == "http://a.com/" and (rejects or skipped["unreadable:truncated-gzip"])
+    assert docs[0]["url"] == "http://a.com/" and skipped["unreadable:truncated-gzip"] == 1
 
 
 def test_html_files(tmp_path):
