@@ -168,10 +168,6 @@ def node_keys(ordinals: np.ndarray, quality: np.ndarray | None) -> np.ndarray:
     return keys
 
 
-def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
-    return (minhash.fmix64(values.astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
-
-
 def shard_of(keys: np.ndarray, shard_offsets: np.ndarray) -> np.ndarray:
     return np.searchsorted(shard_offsets, keys & ORDINAL_MASK, side="right") - 1
 
@@ -261,14 +257,14 @@ def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, wo
     graph.write_atomic(pa.table({"key": cat(keys_all, np.int64), "id": pc.cast(ids, pa.string())}), os.path.join(out, "ids.parquet"))
     if url_h:
         h = cat(url_h, np.uint64)
-        _write_partitioned({"h": h, "fetch": cat(url_t, np.int64), "key": cat(url_k, np.int64)}, partition_of(h, partitions),
+        _write_partitioned({"h": h, "fetch": cat(url_t, np.int64), "key": cat(url_k, np.int64)}, graph.node_partition(h, partitions),
                            os.path.join(workdir, "url"), name, partitions)
     if ex_h:
         h = cat(ex_h, np.uint64)
-        _write_partitioned({"h": h, "key": cat(ex_k, np.int64)}, partition_of(h, partitions), os.path.join(workdir, "exact"), name, partitions)
+        _write_partitioned({"h": h, "key": cat(ex_k, np.int64)}, graph.node_partition(h, partitions), os.path.join(workdir, "exact"), name, partitions)
     if params.fuzzy:
         h = cat(band_k, np.uint64)
-        _write_partitioned({"h": h, "key": cat(band_n, np.int64)}, partition_of(h, partitions), os.path.join(workdir, "band"), name, partitions)
+        _write_partitioned({"h": h, "key": cat(band_n, np.int64)}, graph.node_partition(h, partitions), os.path.join(workdir, "band"), name, partitions)
     if sig_k:
         sig_keys = cat(sig_k, np.int64)
         matrix = np.concatenate(sig_v) if sig_v else np.zeros((0, params.num_perm), np.uint32)
@@ -498,16 +494,17 @@ class MinHashDedup(GlobalStage):
     # -- per-document pass ---------------------------------------------------
 
     def load_decisions(self, workdir: str) -> None:
-        self._decisions = pq.read_table(os.path.join(workdir, "decisions.parquet"), schema=DECISION_SCHEMA)
+        # one contiguous chunk per column, combined once here rather than on every batch
+        self._decisions = pq.read_table(os.path.join(workdir, "decisions.parquet"), schema=DECISION_SCHEMA).combine_chunks()
 
     def process(self, table: pa.Table) -> StageResult:
         if self._decisions is None:
             raise RuntimeError("dedup: load_decisions(workdir) must run before process()")
         decisions = self._decisions
-        index = pc.index_in(table[ID], value_set=decisions[ID].combine_chunks())
+        index = pc.index_in(table[ID], value_set=decisions[ID].chunk(0))
         if isinstance(index, pa.ChunkedArray):
             index = index.combine_chunks()
-        found = lambda column: decisions[column].combine_chunks().take(index)  # noqa: E731
+        found = lambda column: decisions[column].take(index)  # noqa: E731
         ids = pc.cast(table[ID], pa.string())
         table = table.append_column("dup_cluster_id", pc.coalesce(found("dup_cluster_id"), ids))
         table = table.append_column("dup_cluster_size", pc.coalesce(found("dup_cluster_size"), pa.scalar(1, pa.int64())))
