@@ -15,7 +15,7 @@ import ray
 from curate.params import ConfigError
 from curate.stages import dedup_graph as graph
 from curate.stages import minhash as mh
-from curate.stages.dedup import ExactDedup, MinHashDedup
+from curate.stages.dedup import ExactDedup, MinHashDedup, _TaskRunner
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -181,8 +181,8 @@ def test_same_decisions_whatever_the_partitioning_and_resume(english, tmp_path):
 def _components_of(edges: np.ndarray, tmp_path, partitions: int) -> tuple[dict[int, int], int]:
     graph.write_symmetric(edges[:, 0], edges[:, 1], str(tmp_path / "cc" / "r0"), partitions, "input")
     stage = MinHashDedup()
-    serial = lambda name, fn, args_list: [fn(*args) for args in args_list]  # noqa: E731
-    rounds = stage._components(serial, str(tmp_path), partitions)
+    runner = _TaskRunner(ray, str(tmp_path), 2)  # the stage's own Ray task runner, on the module's Ray
+    rounds = stage._components(runner.map, str(tmp_path), partitions)
     labels = pq.read_table(str(tmp_path / "labels")).to_pydict()
     return dict(zip(labels["node"], labels["label"])), rounds
 
