@@ -357,3 +357,14 @@ def test_every_fixture_reads_without_crashing(shared_data):
         docs, rejects, skipped, records = read_all(reader, path)
         assert records >= len(docs) + len(rejects), path
         assert records > 0 or skipped, path
+
+
+def test_url_blocklist_entries_are_normalized(tmp_path):
+    records = [warc_record("response", http(page(i), "Content-Type: text/html"), url=f"http://www.example.com/{i}")
+               for i in range(2)]
+    path = tmp_path / "b.warc"
+    path.write_bytes(b"".join(records))
+    for entry in ("Example.com", ".example.com", "https://example.com/"):
+        reader = WarcReader.from_config("x", {"url_blocklist": [entry]}, where="inputs[0].options")
+        docs, _, skipped, _ = read_all(reader, path)
+        assert not docs and skipped["url-blocked"] == 2, entry

@@ -23,15 +23,11 @@ import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import open_binary, printable
-from curate.schema import doc_id
+from curate.schema import CORE_FIELDS, doc_id
 
 SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("text", pa.string()),
-        pa.field("url", pa.string()),
-        pa.field("path", pa.string()),
+        *CORE_FIELDS,
         pa.field("title", pa.string()),
         pa.field("encoding", pa.string()),
         pa.field("chunk_index", pa.int32()),

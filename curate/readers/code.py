@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.books import decode_bytes
 from curate.readers.fileio import printable
-from curate.schema import doc_id
+from curate.schema import CORE_FIELDS, doc_id
 
 #: File extension (lower case) -> language.
 EXTENSIONS: dict[str, str] = {
@@ -167,11 +167,7 @@ SIGNAL_FIELDS = [
     pa.field("auto_generated", pa.bool_()),
 ]
 BASE_FIELDS = [
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("text", pa.string()),
-    pa.field("url", pa.string()),
-    pa.field("path", pa.string()),
+    *CORE_FIELDS,
     pa.field("repo", pa.string()),
     pa.field("language", pa.string()),
     pa.field("encoding", pa.string()),
@@ -332,7 +328,10 @@ class CodeReader(Reader):
     def _walk(self, top: str, batch: "_Batch") -> Iterator[tuple]:
         batch.repo = os.path.basename(os.path.normpath(top))
         skip_dirs = set(self.options.skip_dirs)
-        for root, dirs, files in os.walk(top, followlinks=False):
+        def unreadable(_error: OSError) -> None:  # os.walk would otherwise drop the directory silently
+            batch.skipped["unreadable-dir"] += 1
+
+        for root, dirs, files in os.walk(top, followlinks=False, onerror=unreadable):
             dirs.sort()
             kept = []
             for name in dirs:

@@ -70,8 +70,7 @@ class WarcOptions:
     """Hosts whose pages are skipped before decoding (``example.com`` also blocks ``www.example.com``)."""
 
     def validate(self) -> None:
-        if self.max_record_bytes < 1024:
-            raise ValueError("max_record_bytes: must be at least 1024")
+        _validate_common(self)
 
 
 @dataclass
@@ -82,8 +81,15 @@ class WetOptions:
     """Hosts whose records are skipped (``example.com`` also blocks ``www.example.com``)."""
 
     def validate(self) -> None:
-        if self.max_record_bytes < 1024:
-            raise ValueError("max_record_bytes: must be at least 1024")
+        _validate_common(self)
+
+
+def _validate_common(options: "WarcOptions | WetOptions") -> None:
+    if options.max_record_bytes < 1024:
+        raise ValueError("max_record_bytes: must be at least 1024")
+    # "Example.com", ".example.com" and "https://example.com/" all mean the host example.com
+    options.url_blocklist = [entry.strip().lower().split("://")[-1].split("/")[0].lstrip(".")
+                             for entry in options.url_blocklist if entry.strip()]
 
 
 @dataclass
