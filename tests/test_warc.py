@@ -368,3 +368,12 @@ def test_url_blocklist_entries_are_normalized(tmp_path):
         reader = WarcReader.from_config("x", {"url_blocklist": [entry]}, where="inputs[0].options")
         docs, _, skipped, _ = read_all(reader, path)
         assert not docs and skipped["url-blocked"] == 2, entry
+
+
+def test_records_the_parser_drops_still_count_as_read(tmp_path):
+    """The funnel's share kept is 1 - (rejected + skipped) / records: every skip must be a counted record."""
+    good = [warc_record("response", http(page(i), "Content-Type: text/html")) for i in (1, 2)]
+    path = write(tmp_path / "g.warc", [good[0], b"some garbage line that is not a record\r\n\r\n", good[1]])
+    docs, rejects, skipped, records = read_all(WarcReader("x"), path)
+    assert len(docs) == 2 and not rejects and skipped == Counter({"garbage-between-records": 1})
+    assert records == 3

@@ -92,6 +92,10 @@ def _validate_common(options: "WarcOptions | WetOptions") -> None:
                              for entry in options.url_blocklist if entry.strip()]
 
 
+#: Skip reasons that stand for a whole record the WARC parsers dropped (the ARC parser counts its own).
+PARSER_DROPPED_RECORDS = frozenset({"truncated-record-header", "bad-content-length", "garbage-between-records"})
+
+
 @dataclass
 class _Record:
     """One archive record, however it was parsed."""
@@ -145,7 +149,9 @@ class _Batches:
         rejects = None
         if self.rejects["id"]:
             rejects = pa.table(self.rejects, schema=self.schema.append(pa.field("reject_reason", pa.string())))
-        batch = ReadBatch(docs=docs, rejects=rejects, skipped=self.skipped, records=self.records)
+        # records the WARC parsers drop before the reader sees them still count as records read
+        dropped = sum(n for reason, n in self.skipped.items() if reason in PARSER_DROPPED_RECORDS)
+        batch = ReadBatch(docs=docs, rejects=rejects, skipped=self.skipped, records=self.records + dropped)
         self._reset()
         return batch
 
