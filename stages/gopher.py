@@ -202,7 +202,7 @@ def top_ngram_chars(hashes: np.ndarray, cumsum: np.ndarray, n: int, positions: n
         positions = None  # nothing repeats: every n-gram occurs once, the first one wins
         hashes = hashes[:1]
     subset = hashes if positions is None else hashes[positions]
-    _, first, inverse, counts = np.unique(subset, return_index=True, return_inverse=True, return_counts=True)
+    _, first, counts = np.unique(subset, return_index=True, return_counts=True)
     best = counts.max()
     winner = int(np.min(first[counts == best]))
     start = winner if positions is None else int(positions[winner])
