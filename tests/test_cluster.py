@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,11 +39,18 @@ def _stop_session(session_dir: str) -> None:
 def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
     ray_cli = str(Path(sys.executable).parent / "ray")
     port = str(20000 + os.getpid() % 20000)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    # as a user sets up token authentication: a token first (`ray get-auth-token --generate` writes
+    # ~/.ray/auth_token; here a file of this test's own), then `ray start`. Without a token Ray 2.60
+    # starts the cluster with authentication off, which this test must never rely on.
+    token_path = tmp_path / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    env.update(RAY_AUTH_TOKEN_PATH=str(token_path), RAY_AUTH_MODE="token")
     started = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--port", port,
                               "--include-dashboard=false", "--disable-usage-stats"],
                              capture_output=True, text=True, timeout=180, env=env)
     assert started.returncode == 0, started.stderr
+    assert "Token authentication is disabled" not in started.stdout + started.stderr
     session_dir = _session_of(port)
     try:
         address = next(line.split("--address=")[1].strip().strip("'")
@@ -54,9 +62,18 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
         done = subprocess.run([*CURATE, "run", "--input", "in.jsonl", "--format", "jsonl", "--stages", "length",
                                "--address", address, "-o", "out", "--no-progress"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=180,
-                              env={**env, "RAY_AUTH_MODE": "token"})
+                              env=env)
         assert done.returncode == 0, done.stderr
         assert stats.connect(str(tmp_path / "out")).execute("SELECT count(*) FROM docs").fetchone()[0] == 100
         assert "Ray start" in done.stdout
+        # the cluster really checks: a client holding another token is turned away with a message, exit 1
+        wrong = tmp_path / "wrong_token"
+        wrong.write_text(secrets.token_hex(32))
+        refused = subprocess.run([*CURATE, "run", "--input", "in.jsonl", "--format", "jsonl", "--stages", "length",
+                                  "--address", address, "-o", "out2", "--no-progress"],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                                 env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)})
+        assert refused.returncode == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
     finally:
         _stop_session(session_dir)
