@@ -227,11 +227,12 @@ def demo(directory, workers, overwrite):
 
 
 def _register_commands_that_live_with_their_code() -> None:
+    from curate.mixtures.cli import mix
     from curate.stages.detox_cli import detox
     from curate.stages.quality_cli import quality
     from curate.tokenizers.cli import tokenize, tokenizer
 
-    for command in (quality, detox, tokenizer, tokenize):
+    for command in (quality, detox, tokenizer, tokenize, mix):
         main.add_command(command)
 
 
