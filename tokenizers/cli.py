@@ -1,4 +1,4 @@
-"""``curate tokenizer train|extend|export-hf`` and ``curate tokenize``.
+"""``curate tokenizer train|extend|export-hf|export-megatron|export-nanogpt`` and ``curate tokenize``.
 
 Exit codes: 0 done, 1 failed (bad input, training error), 2 usage error
 (unknown option, invalid parameter value).
@@ -140,6 +140,52 @@ def export_hf_command(model_dir, output) -> None:
     from curate.tokenizers.export_hf import export_hf
 
     _print(_run(lambda: export_hf(model_dir, output)))
+
+
+def _export(action):
+    """A bad token folder or a dtype its ids do not fit exits 2; a failed read or write exits 1."""
+    from curate.tokenizers.export_formats import TokenFolderError
+
+    try:
+        return action()
+    except TokenFolderError as err:
+        error = click.ClickException(str(err))
+        error.exit_code = 2
+        raise error from None
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@tokenizer.command("export-megatron")
+@click.argument("tokens_dir", type=click.Path())
+@click.option("--output", required=True, help="Folder for <source>_text_document.bin/.idx.")
+@click.option("--dtype", type=click.Choice(["auto", "uint16", "int32", "int64"]), default="auto", show_default=True,
+              help="auto: uint16 when the vocabulary fits, else int32.")
+@click.option("--merge", is_flag=True, help="One text_document.bin/.idx for all sources instead of one per source.")
+@click.option("--source", "sources", multiple=True, help="Export only this source (repeatable).")
+def export_megatron_command(tokens_dir, output, dtype, merge, sources) -> None:
+    """Write `curate tokenize` output as Megatron-LM/NeMo indexed datasets (MMIDIDX .bin + .idx)."""
+    from curate.tokenizers.export_formats import MegatronParams, export_megatron
+
+    params = _params(MegatronParams, {"dtype": dtype, "merge": merge, "sources": list(sources)}, "export-megatron")
+    _print(_export(lambda: export_megatron(tokens_dir, output, params)))
+
+
+@tokenizer.command("export-nanogpt")
+@click.argument("tokens_dir", type=click.Path())
+@click.option("--output", required=True, help="Folder for train.bin, val.bin and meta.pkl (nanoGPT's data/NAME/).")
+@click.option("--val-fraction", type=float, default=0.005, show_default=True,
+              help="Share of documents, chosen by a hash of their id, in val.bin.")
+@click.option("--dtype", type=click.Choice(["uint16", "uint32"]), default="uint16", show_default=True,
+              help="uint16 is what nanoGPT's train.py reads.")
+@click.option("--source", "sources", multiple=True, help="Export only this source (repeatable).")
+def export_nanogpt_command(tokens_dir, output, val_fraction, dtype, sources) -> None:
+    """Write `curate tokenize` output as nanoGPT's train.bin/val.bin/meta.pkl."""
+    from curate.tokenizers.export_formats import NanoGPTParams, export_nanogpt
+
+    params = _params(NanoGPTParams, {"val_fraction": val_fraction, "dtype": dtype, "sources": list(sources)},
+                     "export-nanogpt")
+    _print(_export(lambda: export_nanogpt(tokens_dir, output, params)))
 
 
 @click.command("tokenize")
