@@ -51,7 +51,7 @@ def main() -> None:
 @click.option("--input", "-i", "inputs", multiple=True, help="Input file, glob or directory (shortcut without a config).")
 @click.option("--format", "-f", "fmt", help="Input format: warc wet arc html jsonl parquet txt code.")
 @click.option("--source", "-s", help="Source name for the input (default: the format).")
-@click.option("--stages", help="Comma-separated subset of the default pipeline, in order.")
+@click.option("--stages", help="Comma-separated stages to run instead of the format's defaults, in order.")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.PARAM=VALUE", help="Override a stage parameter.")
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Parallel workers (default: all CPUs).")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: an embedded local Ray).")
@@ -59,6 +59,16 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(config_file, output, inputs, fmt, source, stages, overrides, workers, address, overwrite, no_progress):
     """Run a pipeline from CONFIG_FILE, or the default pipeline on --input/--format.
+
+    \b
+    Default stages per --format (--stages replaces them, e.g. to add c4,fineweb for books):
+      warc, wet, arc, html, jsonl, parquet:
+        extract, length, langid, gopher_repetition, gopher_quality, c4, fineweb, detox, dedup, pii
+      txt (books: C4 and FineWeb judge web-page lines, not a book's print lines or dialogue):
+        extract, length, langid, gopher_repetition, gopher_quality, detox, dedup, pii
+        with gopher_quality.max_doc_words=1000000 (a whole novel is one document)
+      code:
+        extract, length, code_quality, dedup, pii
 
     \b
     Rerunning the same command resumes: finished tasks are skipped.

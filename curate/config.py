@@ -248,12 +248,34 @@ def load_config(path: str) -> PipelineConfig:
     return from_dict(raw, file=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def default_stage_specs(code_sources: list[str], only: list[str] | None = None) -> list[StageSpec]:
-    """The default pipeline (or the named subset of it), routed so that code gets code rules."""
-    names = DEFAULT_STAGES if not only else only
+#: The stages the ``--input/--format`` shortcut runs when ``--stages`` does not name them (listed
+#: by ``curate run --help``). Web formats get the whole default pipeline. Books (``txt``) skip C4
+#: and FineWeb: their line rules judge web-page lines, and a book's lines are hard-wrapped print
+#: lines or dialogue, not page lines (docs/quality.md has the numbers); Gopher's document rules
+#: still apply. Code gets the code rules and none of the prose rules.
+FORMAT_STAGES: dict[str, list[str]] = {
+    **{fmt: [s for s in DEFAULT_STAGES if s != "code_quality"]
+       for fmt in ("warc", "wet", "arc", "html", "jsonl", "parquet")},
+    "txt": [s for s in DEFAULT_STAGES if s not in ("c4", "fineweb", "code_quality")],
+    "code": [s for s in DEFAULT_STAGES if s not in TEXT_ONLY_STAGES],
+}
+#: Parameters the shortcut gives a stage for one format (``--set`` overrides them). A novel is
+#: 50,000 to 200,000 words (Pride and Prejudice: 122,000) and the txt reader makes one document
+#: per book unless told to chunk: Gopher's 100,000-word ceiling is for web pages, so books are
+#: bounded by the length stage's 5,000,000 characters instead.
+FORMAT_PARAMS: dict[str, dict[str, dict]] = {
+    "txt": {"gopher_quality": {"max_doc_words": 1_000_000}},
+}
+
+
+def default_stage_specs(code_sources: list[str], only: list[str] | None = None,
+                        fmt: str | None = None) -> list[StageSpec]:
+    """The default pipeline for input format ``fmt`` (``FORMAT_STAGES``; any format: all of
+    ``DEFAULT_STAGES``), or the named stages, routed so that code gets code rules."""
+    names = only or FORMAT_STAGES.get(fmt or "", DEFAULT_STAGES)
     specs = []
     for name in names:
-        spec = StageSpec(name)
+        spec = StageSpec(name, params=dict(FORMAT_PARAMS.get(fmt or "", {}).get(name, {})))
         if name in TEXT_ONLY_STAGES and code_sources:
             spec.skip_sources = list(code_sources)
         if name in CODE_ONLY_STAGES:
@@ -274,7 +296,7 @@ def from_shortcut(
     """``curate run --input ... --format ... [--stages a,b] [--set stage.param=value]``."""
     where = "command line"
     source = source or fmt
-    raw_stages = default_stage_specs([source] if fmt == "code" else [], stages)
+    raw_stages = default_stage_specs([source] if fmt == "code" else [], stages, fmt)
     for item in overrides:
         key, eq, value = item.partition("=")
         stage_name, dot, param = key.partition(".")

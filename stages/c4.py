@@ -22,13 +22,19 @@ import numpy as np
 import pyarrow as pa
 
 from curate.stage import Stage, StageResult
-from curate.stages.textstats import first_reason, is_word, row_languages, rule_applies, split_words, text_column, word_mode
+from curate.stages.textstats import (
+    ends_sentence, first_reason, is_word, row_languages, rule_applies, split_words, strip_closing,
+    text_column, word_mode,
+)
 
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _ABBREVIATION = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|Gen|Col|Capt|Rev|vs|etc|Inc|Ltd|Co|No)\.")
 _SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’」』)）]*(?=\s|$)")
 _CJK_SENTENCE_END = re.compile(r"[。！？]+|[.!?]+(?=\s|$)")
+#: C4's "end quotation mark": a line may end in one even without a mark before it. Not » or ›:
+#: on English pages they are breadcrumb and "Read more »" arrows, not quotes.
+_END_QUOTES = tuple("\"'”’」』")
 #: zh Wikipedia's script-conversion markup, -{zh-hans:...;zh-tw:...}-: not code.
 _ZH_CONVERSION = re.compile(r"-\{[^{}]*\}-")
 
@@ -59,6 +65,11 @@ class C4Quality(Stage):
         #: Lines must end in terminal punctuation: drops menus and titles.
         filter_no_terminal_punct: bool = True
         terminal_punctuation: str = ".?!\"'"
+        #: "published": a line ends in terminal punctuation when it does so before its closing
+        #: quotes and brackets (“Willingly.” ‘Why?’ (See above.)), or ends in an end quotation mark,
+        #: as C4's paper says. "datatrove": the line's last character must be one of
+        #: ``terminal_punctuation`` (TFDS and datatrove: a line of dialogue ending in .” is dropped).
+        sentence_end: Literal["published", "datatrove"] = "published"
         #: Chinese/Japanese paragraphs are long single lines that often end in a colon, a closing
         #: bracket or markup: such a line counts as a sentence line when it contains one of these.
         cjk_sentence_marks: str = "。！？"
@@ -106,6 +117,9 @@ class C4Quality(Stage):
                 line = _CITATION.sub("", line)
             if cjk:
                 unpunctuated = not any(mark in line for mark in p.cjk_sentence_marks)
+            elif p.sentence_end == "published":
+                unpunctuated = (not (ends_sentence(line, terminal) or line.endswith(_END_QUOTES))
+                                or strip_closing(line).endswith(("...", "…")))
             else:
                 unpunctuated = not line.endswith(terminal) or line.endswith("...")
             if p.filter_no_terminal_punct and unpunctuated:

@@ -18,14 +18,17 @@ import pyarrow as pa
 
 from curate.stage import Stage, StageResult
 from curate.stages.gopher import duplicates
-from curate.stages.textstats import SENTENCE_TERMINALS, first_reason, row_languages, rule_applies, split_words, text_column, word_mode
+from curate.stages.textstats import (
+    CLOSING_MARKS, SENTENCE_TERMINALS, ends_sentence, first_reason, row_languages, rule_applies, split_words, text_column, word_mode,
+)
 
 
 def fineweb_signals(text: str, lang: str | None, terminals: tuple[str, ...], short_line_length: int,
-                    cjk_marks: str = "") -> tuple[int, float, float, float, float]:
+                    cjk_marks: str = "", closing: str = "") -> tuple[int, float, float, float, float]:
     """(non-empty lines, line punct ratio, short line ratio, duplicated line char ratio, newline ratio).
 
-    With ``cjk_marks`` a line counts as punctuated when it contains one of them anywhere.
+    With ``cjk_marks`` a line counts as punctuated when it contains one of them anywhere;
+    otherwise when it ends in one of ``terminals``, before any of the ``closing`` marks.
     """
     lines = [line for line in text.split("\n") if line.strip()]
     if not lines:
@@ -33,7 +36,8 @@ def fineweb_signals(text: str, lang: str | None, terminals: tuple[str, ...], sho
     if cjk_marks:
         punct = sum(1 for line in lines if any(mark in line for mark in cjk_marks)) / len(lines)
     else:
-        punct = sum(1 for line in lines if line.endswith(terminals)) / len(lines)
+        ends = (lambda line: ends_sentence(line, terminals, closing)) if closing else (lambda line: line.endswith(terminals))
+        punct = sum(1 for line in lines if ends(line)) / len(lines)
     short = sum(1 for line in lines if len(line) <= short_line_length) / len(lines)
     chars = len(text) - text.count("\n")
     dup = duplicates(lines)[1] / chars if chars else 0.0
@@ -61,6 +65,11 @@ class FineWebQuality(Stage):
         cjk_sentence_marks: str = "。！？"
         #: Sentence-final marks (Unicode Sentence_Terminal, common scripts).
         terminal_punctuation: str = SENTENCE_TERMINALS
+        #: "published": a line ending in a sentence-final mark followed by closing quotes or
+        #: brackets (“Willingly.” ‘Why?’ (See above.)) counts as ending in punctuation, as the
+        #: paper's "lines ending with punctuation" means. "datatrove": only the last character
+        #: counts (quoted dialogue then counts as unpunctuated: docs/quality.md).
+        sentence_end: Literal["published", "datatrove"] = "published"
         #: Languages whose rows may be rejected ("all", or lid.176 codes); others only get the signals.
         languages: Literal["all"] | list[str] = "all"
 
@@ -86,8 +95,9 @@ class FineWebQuality(Stage):
         langs = row_languages(table)
         n = len(texts)
         terminals = tuple(p.terminal_punctuation)
+        closing = CLOSING_MARKS if p.sentence_end == "published" else ""
         values = np.array([
-            fineweb_signals(t, l, terminals, p.short_line_length)
+            fineweb_signals(t, l, terminals, p.short_line_length, closing=closing)
             if word_mode(l) == "spaces" else
             fineweb_signals(t, l, terminals, p.cjk_short_line_length, p.cjk_sentence_marks)
             for t, l in zip(texts, langs)

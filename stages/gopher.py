@@ -41,22 +41,32 @@ def _line_counts(texts) -> np.ndarray:
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
-def word_stats(text: str, lang: str | None) -> tuple[int, int, int, int, int]:
-    """(words, their characters, tokens incl. punctuation, words with a letter, distinct stop words).
+def word_stats(text: str, lang: str | None) -> tuple[int, int, int, int, int, int, int]:
+    """Counts behind the Gopher rules, one document.
 
-    Stop words are -1 for a language without a list (the rule is then skipped);
-    rows of unknown language use the English list.
+    (words, their characters, tokens incl. punctuation, words with a letter,
+    distinct stop words, whitespace-separated words, those with a letter).
+    Words are tokens with a letter or digit, their punctuation split off; the
+    last two count what Gopher's paper calls words, strings between spaces
+    ("“Willingly,”" is one word with a letter, not three tokens). Unsegmented
+    scripts have no spaces between words: there both pairs count jieba words
+    (or characters for ja) without punctuation. Stop words are -1 for a
+    language without a list (the rule is then skipped); rows of unknown
+    language use the English list.
     """
     tokens = split_words(text, lang)
     if word_mode(lang) == "spaces":
         words = [t for t in tokens if t[0].isalnum() or t[-1].isalnum()]
         alpha = sum(1 for t in words if not t[0].isdigit() or _HAS_LETTER.search(t))
+        spaced = text.split()
+        spaced_alpha = sum(1 for w in spaced if _HAS_LETTER.search(w))
     else:
         words = [t for t in tokens if is_word(t)]
         alpha = sum(1 for t in words if _HAS_LETTER.search(t))
+        spaced, spaced_alpha = words, alpha
     stop_list = STOP_WORDS.get(lang or "en")
     stops = len(stop_list.intersection({w.lower() for w in set(words)})) if stop_list is not None else -1
-    return len(words), sum(map(len, words)), len(tokens), alpha, stops
+    return len(words), sum(map(len, words)), len(tokens), alpha, stops, len(spaced), spaced_alpha
 
 
 class GopherQuality(Stage):
@@ -75,8 +85,14 @@ class GopherQuality(Stage):
         max_symbol_word_ratio: float = 0.1
         max_bullet_lines_ratio: float = 0.9
         max_ellipsis_lines_ratio: float = 0.3
-        #: Share of tokens (words and punctuation marks; words only for zh/ja) with at least one letter.
+        #: Share of words with at least one letter (Gopher: "80% of words in a document contain at
+        #: least one alphabetic character").
         min_alpha_words_ratio: float = 0.8
+        #: What the alphabetic-words share counts. "words": strings between spaces, as Gopher's
+        #: paper says. "tokens": every punctuation mark is a token of its own, as datatrove counts
+        #: (so dialogue, where “Yes,” is three tokens, falls below 0.8: docs/quality.md). zh/ja
+        #: count segmented words without punctuation either way.
+        alpha_words_unit: Literal["words", "tokens"] = "words"
         #: Distinct stop words of the row's language (Gopher: two of the, be, to, of, and, that, have, with).
         min_stop_words: int = 2
         #: Languages whose rows may be rejected ("all", or lid.176 codes); others only get the signals.
@@ -113,8 +129,8 @@ class GopherQuality(Stage):
         bullet_lines = count_regex(texts, _BULLET_LINE)
         ellipsis_lines = count_regex(texts, _ELLIPSIS_LINE)
 
-        stats = np.array([word_stats(t, l) for t, l in zip(texts.to_pylist(), langs)], dtype=np.int64).reshape(n, 5)
-        words, word_chars, tokens, alpha_words, stop_words = stats.T
+        stats = np.array([word_stats(t, l) for t, l in zip(texts.to_pylist(), langs)], dtype=np.int64).reshape(n, 7)
+        words, word_chars, tokens, alpha_words, stop_words, spaced_words, spaced_alpha = stats.T
         has_stop_list = stop_words >= 0
         modes = [word_mode(lang) for lang in langs]
         segmented = np.array([m != "spaces" for m in modes], dtype=bool)
@@ -131,9 +147,12 @@ class GopherQuality(Stage):
         ellipsis_ratio = safe_ratio(ellipses, words)
         bullet_ratio = safe_ratio(bullet_lines, lines)
         ellipsis_line_ratio = safe_ratio(ellipsis_lines, lines)
-        # Gopher counts punctuation tokens as words here; full-width CJK punctuation is one token
-        # per mark (a fifth of all jieba tokens), so unsegmented scripts count words only.
-        alpha_ratio = safe_ratio(alpha_words, np.where(segmented, words, tokens))
+        if p.alpha_words_unit == "words":
+            alpha_ratio = safe_ratio(spaced_alpha, spaced_words)
+        else:
+            # datatrove counts punctuation tokens as words here; full-width CJK punctuation is one
+            # token per mark (a fifth of all jieba tokens), so unsegmented scripts count words only.
+            alpha_ratio = safe_ratio(alpha_words, np.where(segmented, words, tokens))
 
         applies = rule_applies(langs, p.languages)
         reasons = first_reason(n, [

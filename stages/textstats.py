@@ -162,6 +162,26 @@ def convert_chinese(text: str, direction: str = "t2s") -> str:
 #: Sentence-final marks across scripts (Unicode Sentence_Terminal, the common ones).
 SENTENCE_TERMINALS = ".!?։؝؞؟۔܀܁܂।॥။።፧፨។៕。！．？｡‼‽⁇⁈⁉﹒﹖﹗"
 
+#: Marks that may follow a sentence's final mark and still end the sentence: closing quotes
+#: (straight and typographic: “Yes.” ‘No!’ «Non.» 「好。」) and closing brackets ((See above.)).
+CLOSING_MARKS = "\"'”’»›)]）］」』】〉》〕"
+
+
+def strip_closing(line: str, closing: str = CLOSING_MARKS) -> str:
+    """``line`` without the closing quotes and brackets at its end (and the spaces among them)."""
+    return line.rstrip(closing + " \t")
+
+
+def ends_sentence(line: str, terminals: tuple[str, ...] | str, closing: str = CLOSING_MARKS) -> bool:
+    """Whether ``line`` ends in a sentence-final mark, possibly followed by closing quotes/brackets.
+
+    ``He said, “Willingly.”``, ``(See the note.)`` and ``‘Off with her head!’`` end a
+    sentence; ``Home | About`` and ``Chapter 1`` do not. The published C4 and FineWeb
+    rules mean exactly this ("terminal punctuation", "lines ending with punctuation");
+    a bare ``str.endswith`` misses every line of quoted dialogue.
+    """
+    return strip_closing(line, closing).endswith(tuple(terminals))
+
 
 def first_reason(n: int, rules: list[tuple[np.ndarray, str]]) -> pa.Array:
     """Per row, the reason of the first rule (in order) whose mask is True; null when none fails."""

@@ -98,6 +98,22 @@ def test_gopher_alpha_words_edges():
     assert reasons == [None, "gopher_quality:alpha_words"]
 
 
+def test_gopher_alpha_words_count_words_between_spaces():
+    # dialogue: every word carries its quotes and commas; datatrove's tokens count each mark as a word
+    line = "“Willingly,” said she, “if you wish it; but—” “No!” he cried. ‘Then go.’ "
+    text = line * 6
+    rows, reasons = run(GopherQuality, [text, text], min_stop_words=0)
+    words = text.split()
+    assert rows[0]["gopher_alpha_words_ratio"] == pytest.approx(sum(any(c.isalpha() for c in w) for w in words) / len(words))
+    assert reasons[0] is None
+    rows, reasons = run(GopherQuality, [text], min_stop_words=0, alpha_words_unit="tokens")
+    assert rows[0]["gopher_alpha_words_ratio"] < 0.6 and reasons == ["gopher_quality:alpha_words"]
+    # numbers, symbols and separators are still words without a letter
+    table = " ".join(["the", "and"] + ["house"] * 58 + ["|", "$19.99", "—", "2024"] * 4)
+    rows, reasons = run(GopherQuality, [table])
+    assert rows[0]["gopher_alpha_words_ratio"] == pytest.approx(60 / 76) and reasons == ["gopher_quality:alpha_words"]
+
+
 def test_gopher_stop_words_edges():
     texts = [words_doc(60, ("the", "and")), words_doc(60, ("the", "the", "The")), words_doc(60, ("of", "With"))]
     rows, reasons = run(GopherQuality, texts)
@@ -235,6 +251,36 @@ def test_c4_line_removal():
     assert untouched[0]["text"] == text
 
 
+DIALOGUE = [
+    "“Were it certain that Lady Catherine would think so,” said Mr. Collins, “I should be glad.”",
+    "“Indeed, Mr. Collins, all praise of me will be unnecessary.”",
+    "‘What a curious feeling!’",
+    "‘Who are you?’ said the Caterpillar. ‘Tell me that, at least.’",
+    "He went on with the story of the morning (it was not a long one.)",
+]
+
+
+def test_ends_sentence_sees_past_closing_quotes_and_brackets():
+    from curate.stages.textstats import ends_sentence
+
+    for line in DIALOGUE + ["Plain.", "“Yes!”", "(See the note.)", "「好。」", "He said: ‘Go.’ ”"]:
+        assert ends_sentence(line, ".!?。"), line
+    for line in ["Home » News »", "Chapter 1", "Necessary (12)", "Read more »", "“Yes”", ""]:
+        assert not ends_sentence(line, ".!?。"), line
+
+
+def test_c4_counts_quoted_dialogue_as_sentences():
+    text = "\n".join(DIALOGUE)
+    rows, reasons = run(C4Quality, [text])
+    assert rows[0]["c4_no_terminal_punct_ratio"] == 0 and rows[0]["c4_sentences"] >= 5 and reasons == [None]
+    rows, reasons = run(C4Quality, [text], sentence_end="datatrove")
+    assert rows[0]["c4_no_terminal_punct_ratio"] == 1 and reasons == ["c4:min_sentences"]
+    # an end quotation mark ends a line for C4 (its paper), an arrow or a trailing ellipsis does not
+    lines = ["He called the piece “Love and Loss”", "Read the whole story here »", "Read more ...”", "And then…’"]
+    rows, _ = run(C4Quality, ["\n".join(lines)], remove_lines=True, min_sentences=0)
+    assert rows[0]["text"] == lines[0]
+
+
 # --- FineWeb -------------------------------------------------------------------------------
 
 def fw_line(i: int, end: str = "") -> str:
@@ -247,6 +293,15 @@ def test_fineweb_line_punct_edges():
     rows, reasons = run(FineWebQuality, [ok, bad])
     assert [r["fineweb_line_punct_ratio"] for r in rows] == pytest.approx([0.12, 0.08])
     assert reasons == [None, "fineweb:line_punct_ratio"]
+
+
+def test_fineweb_line_punct_counts_closing_quotes():
+    unpunctuated = [fw_line(i) for i in range(10, 20)]
+    text = "\n".join(DIALOGUE[:2] + unpunctuated)  # 2 / 12 lines end a sentence before their quote
+    rows, reasons = run(FineWebQuality, [text, text], max_newline_ratio=1.0)
+    assert rows[0]["fineweb_line_punct_ratio"] == pytest.approx(2 / 12) and reasons[0] is None
+    rows, reasons = run(FineWebQuality, [text], max_newline_ratio=1.0, sentence_end="datatrove")
+    assert rows[0]["fineweb_line_punct_ratio"] == 0 and reasons == ["fineweb:line_punct_ratio"]
 
 
 def test_fineweb_short_line_edges():
@@ -374,6 +429,9 @@ def test_bad_input_never_crashes_and_types_are_fixed(cls):
     (C4Quality, {"min_sentences": -1}, "c4.min_sentences"),
     (CodeQuality, {"min_alphanum_fraction": 3}, "code_quality.min_alphanum_fraction"),
     (GopherQuality, {"nope": 1}, "gopher_quality.nope"),
+    (GopherQuality, {"alpha_words_unit": "spacy"}, "gopher_quality.alpha_words_unit"),
+    (C4Quality, {"sentence_end": "loose"}, "c4.sentence_end"),
+    (FineWebQuality, {"sentence_end": 1}, "fineweb.sentence_end"),
 ])
 def test_bad_params_name_the_key(cls, raw, key):
     with pytest.raises(ConfigError) as err:
