@@ -18,6 +18,7 @@ demo: venv
 
 test: venv
 	$(PIP) install -e ".[test,hf]"
+	bash tests/setup_browser.sh
 	$(VENV)/bin/pytest -q
 
 clean:

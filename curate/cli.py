@@ -237,13 +237,16 @@ def demo(directory, workers, overwrite):
 
 
 def _register_commands_that_live_with_their_code() -> None:
+    from curate.card import card_command
+    from curate.dashboards.cli import dashboard
     from curate.mixtures.cli import mix
     from curate.stages.detox_cli import detox
     from curate.stages.quality_cli import quality
     from curate.tokenizers.cli import tokenize, tokenizer
 
-    for command in (quality, detox, tokenizer, tokenize, mix):
+    for command in (quality, detox, tokenizer, tokenize, mix, dashboard):
         main.add_command(command)
+    main.add_command(card_command())
 
 
 _register_commands_that_live_with_their_code()
