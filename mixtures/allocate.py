@@ -12,7 +12,10 @@ Three rules, each a few lines a user can redo by hand:
 * **Order** (Megatron's ``BlendedDataset``): sample i goes to the component furthest below
   its share, ``argmax_c (w_c · (i + 1) − n_c)`` with n_c the samples it already has (ties:
   the first component). No random numbers; after every prefix each component's count is
-  within one sample of ``w_c × prefix``.
+  within about one sample of ``w_c × prefix`` (measured: under 1.2 on random weights).
+
+All of it works in samples of ``seq_len`` training tokens: a cap is ``floor(max_epochs ×
+tokens / seq_len)`` samples, so no component ever passes its ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -51,35 +54,51 @@ def cap_targets(weights: np.ndarray, budget: float, caps: np.ndarray) -> tuple[n
         capped |= over
 
 
-def blend(weights: np.ndarray, samples: int) -> np.ndarray:
-    """Megatron's greedy order: the component of each of ``samples`` samples (uint16).
+def apportion(targets: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
+    """Whole sample counts summing to ``total``: each target rounded down, the rest to the largest remainders.
 
-    The rule is sequential by nature (each choice depends on all earlier ones), so this
-    is a plain loop over samples with the components' errors in Python floats; about
-    0.1 µs per sample and component on one core.
+    No count exceeds its cap: a capped target is a whole number already, and an
+    uncapped one below its (whole) cap stays at or below it when rounded up.
     """
-    w = [float(x) for x in weights]
-    n = [0] * len(w)
-    out = np.empty(samples, dtype=np.uint16)
-    if len(w) == 1:
-        out[:] = 0
+    targets = np.asarray(targets, dtype=np.float64)
+    counts = np.minimum(np.floor(targets + 1e-9), caps).astype(np.int64)
+    room = counts < caps
+    remainder = np.where(room, targets - counts, -np.inf)
+    for c in np.argsort(-remainder, kind="stable")[: total - int(counts.sum())]:
+        counts[c] += 1
+    return counts
+
+
+def blend(counts: np.ndarray) -> np.ndarray:
+    """Megatron's greedy order for whole sample counts: the component of each sample (uint16).
+
+    Sample i goes to ``argmax_c (w_c · (i + 1) − n_c)`` with ``w_c = counts_c / N``. The
+    errors are kept multiplied by N, as integers, so the rule is exact (no rounding can
+    break a tie differently) and the order ends with exactly ``counts_c`` samples of each
+    component. The rule is sequential by nature (each choice depends on all earlier ones):
+    this is a plain loop, about 0.1 µs per sample and component on one core.
+    """
+    targets = [int(c) for c in counts]
+    total = sum(targets)
+    out = np.zeros(total, dtype=np.uint16)
+    if len(targets) < 2 or total == 0:
         return out
-    choice = bytearray(samples) if len(w) <= 255 else None
-    components = range(1, len(w))
-    for i in range(samples):
-        t = i + 1
-        best, error = 0, w[0] * t - n[0]
-        for c in components:
-            e = w[c] * t - n[c]
-            if e > error:
-                best, error = c, e
-        n[best] += 1
-        if choice is not None:
-            choice[i] = best
-        else:
-            out[i] = best
-    if choice is not None:
-        out[:] = np.frombuffer(bytes(choice), dtype=np.uint8)
+    if len(targets) > 255:
+        raise ValueError("at most 255 components")
+    errors = [0] * len(targets)
+    chosen = bytearray(total)
+    others = range(1, len(targets))
+    first = targets[0]
+    for i in range(total):
+        best = 0
+        top = errors[0] = errors[0] + first
+        for c in others:
+            e = errors[c] = errors[c] + targets[c]
+            if e > top:
+                best, top = c, e
+        errors[best] -= total
+        chosen[i] = best
+    out[:] = np.frombuffer(bytes(chosen), dtype=np.uint8)
     return out
 
 

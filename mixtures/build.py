@@ -36,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.mixtures.allocate import BudgetError, blend, cap_targets, temperature_weights, within_component
+from curate.mixtures.allocate import (BudgetError, apportion, blend, cap_targets, temperature_weights,
+                                      within_component)
 from curate.mixtures.config import DOC_FIELDS, MixtureConfig
 from curate.mixtures.documents import ShardRegistry, Selection, Signals, open_folders, select_documents
 from curate.params import ConfigError
@@ -120,16 +121,18 @@ def plan_mixture(config: MixtureConfig) -> Plan:
         given = np.array([spec.weight for spec in config.components], dtype=np.float64)
         kind = "given" if abs(given.sum() - 1) <= 1e-6 else "normalized"
         weights = given / given.sum()
-    caps = np.array([spec.max_epochs for spec in config.components]) * available
-    try:
-        targets, capped = cap_targets(weights, float(config.tokens), caps)
-    except BudgetError as err:
-        raise ConfigError(f"{err}: raise max_epochs, add data, or lower the budget", file=config.file,
-                          key="tokens") from None
     samples = math.ceil(config.tokens / config.seq_len)
+    caps = np.floor(np.array([spec.max_epochs for spec in config.components]) * available / config.seq_len)
+    try:
+        targets, capped = cap_targets(weights, float(samples), caps)
+    except BudgetError:
+        raise ConfigError(f"the budget of {config.tokens:,} tokens ({samples:,} samples of {config.seq_len}) is more "
+                          f"than every component can give under its max_epochs ({int(caps.sum()) * config.seq_len:,} "
+                          "tokens in all): raise max_epochs, add data, or lower the budget", file=config.file,
+                          key="tokens") from None
+    counts = apportion(targets, samples, caps)
     with _timed(seconds, "blend"):
-        order = blend(targets / targets.sum(), samples)
-        counts = np.bincount(order, minlength=len(selections)).astype(np.int64)
+        order = blend(counts)
     val_samples = np.array([max(0, (s.counts()["val_tokens"] - 1) // config.seq_len) for s in selections],
                            dtype=np.int64)
     return Plan(config, folders, registry, selections, weights, kind, targets, capped, samples, order, counts,

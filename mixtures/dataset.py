@@ -94,21 +94,21 @@ class MixtureDataset:
         return int(self._map[i])
 
     def component_of(self, i: int) -> str:
-        return self.components[int(self._index[self._global(i), 0])]
+        return self.components[self._index.item(self._global(i), 0)]
 
     # -- reading -------------------------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> np.ndarray:
         out = np.empty(self.seq_len + 1, dtype=np.int64)
-        c, k = self._index[self._global(i)]
-        self._read(int(c), int(k), out)
+        c, k = self._index[self._global(i)].tolist()
+        self._read(c, k, out)
         return out
 
     def batch(self, indices) -> np.ndarray:
         """Samples ``indices`` as one (len(indices), seq_len + 1) int64 array."""
         out = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
         for row, i in enumerate(indices):
-            c, k = self._index[self._global(int(i))]
-            self._read(int(c), int(k), out[row])
+            c, k = self._index[self._global(int(i))].tolist()
+            self._read(c, k, out[row])
         return out
 
     def _read(self, c: int, k: int, out: np.ndarray) -> None:
@@ -118,7 +118,7 @@ class MixtureDataset:
         p, offset = self._starts[c][k].tolist()
         need, filled = len(out), 0
         while filled < need:
-            shard, start, length, stored = docs[order[p]].tolist()
+            shard, start, length, stored = docs[order.item(p)].tolist()
             take = min(length - offset, need - filled)
             real = min(take, stored - offset)
             if real > 0:
@@ -135,13 +135,14 @@ class MixtureDataset:
     def _load(self, split: str, name: str) -> np.ndarray:
         path = os.path.join(self.path, split, name)
         try:
-            return np.load(path, mmap_mode="r")
+            # a plain ndarray over the map: np.memmap's own indexing costs more than the read itself
+            return np.load(path, mmap_mode="r").view(np.ndarray)
         except FileNotFoundError:
             raise MixtureError(f"{path} is missing: the mixture is incomplete; rebuild it with `curate mix "
                                "--overwrite`", file=self.path) from None
 
     def _open_component(self, c: int) -> None:
-        self._docs[c] = np.load(os.path.join(self.path, "docs", f"c{c}.npy"), mmap_mode="r")
+        self._docs[c] = np.load(os.path.join(self.path, "docs", f"c{c}.npy"), mmap_mode="r").view(np.ndarray)
         self._orders[c] = self._load(self.split, f"c{c}.order.npy")
         self._starts[c] = self._load(self.split, f"c{c}.samples.npy")
 
