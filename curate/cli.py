@@ -237,7 +237,7 @@ def demo(directory, workers, overwrite):
 
 
 def _register_commands_that_live_with_their_code() -> None:
-    from curate.card import card_command
+    from curate.card import card
     from curate.dashboards.cli import dashboard
     from curate.mixtures.cli import mix
     from curate.stages.detox_cli import detox
@@ -246,7 +246,7 @@ def _register_commands_that_live_with_their_code() -> None:
 
     for command in (quality, detox, tokenizer, tokenize, mix, dashboard):
         main.add_command(command)
-    main.add_command(card_command())
+    main.add_command(card)
 
 
 _register_commands_that_live_with_their_code()
