@@ -1,7 +1,8 @@
 """C4's heuristic rules (Raffel et al. 2020, section 2.2; the TFDS c4_utils reference code).
 
 Line rules decide which lines C4 keeps: a line must end in terminal
-punctuation (and not in an ellipsis), have at least ``min_words_per_line``
+punctuation, before any closing quotes or brackets, or in an end quotation
+mark, as the paper says (and not in an ellipsis), have at least ``min_words_per_line``
 words, no word over ``max_word_length`` characters, and not mention
 javascript or a cookie/terms policy. Document rules: no "lorem ipsum", no
 curly bracket in a kept line, at least ``min_sentences`` sentences in the kept
@@ -55,6 +56,11 @@ class LineVerdicts:
 
 class C4Quality(Stage):
     name = "c4"
+    outputs = (pa.field("c4_lines", pa.int32()), pa.field("c4_kept_lines_ratio", pa.float32()),
+               pa.field("c4_no_terminal_punct_ratio", pa.float32()), pa.field("c4_too_few_words_ratio", pa.float32()),
+               pa.field("c4_javascript_ratio", pa.float32()), pa.field("c4_policy_ratio", pa.float32()),
+               pa.field("c4_sentences", pa.int32()), pa.field("c4_lorem_ipsum", pa.bool_()),
+               pa.field("c4_curly_bracket", pa.bool_()))
 
     @dataclass
     class Params:

@@ -1,7 +1,8 @@
 """FineWeb's three extra rules (Penedo et al. 2024, "The FineWeb Datasets"), plus its list-ratio rule.
 
 Over the non-empty lines of a document: the share ending in sentence-final
-punctuation must be at least ``min_line_punct_ratio`` (0.12); the share of
+punctuation (before any closing quotes or brackets: ``“Yes.”`` ends a
+sentence) must be at least ``min_line_punct_ratio`` (0.12); the share of
 lines of at most ``short_line_length`` characters must be at most
 ``max_short_line_ratio`` (0.67); characters in lines that repeat an earlier
 line, over all non-newline characters, at most ``max_dup_line_char_ratio``
@@ -48,6 +49,8 @@ def fineweb_signals(text: str, lang: str | None, terminals: tuple[str, ...], sho
 
 class FineWebQuality(Stage):
     name = "fineweb"
+    outputs = tuple(pa.field(f"fineweb_{name}", pa.float32())
+                    for name in ("line_punct_ratio", "short_line_ratio", "dup_line_char_ratio", "newline_ratio"))
 
     @dataclass
     class Params:

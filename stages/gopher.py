@@ -3,7 +3,9 @@
 Defaults are the published thresholds (also datatrove's). Words are what
 ``textstats.split_words`` returns for the row's language, so Chinese is counted
 in jieba words and Japanese in characters; the mean-word-length bounds for
-Chinese are their own parameters (see docs/quality.md). Line and symbol
+Chinese are their own parameters (see docs/quality.md). The alphabetic-words
+share counts words between spaces, as the paper says, not datatrove's tokens
+(where each punctuation mark is a word and dialogue fails the rule). Line and symbol
 statistics are Arrow RE2 kernels over the whole batch; words come from one
 compiled regex per document (jieba for Chinese).
 """
@@ -71,6 +73,11 @@ def word_stats(text: str, lang: str | None) -> tuple[int, int, int, int, int, in
 
 class GopherQuality(Stage):
     name = "gopher_quality"
+    outputs = (pa.field("gopher_words", pa.int32()), pa.field("gopher_mean_word_length", pa.float32()),
+               pa.field("gopher_hash_ratio", pa.float32()), pa.field("gopher_ellipsis_ratio", pa.float32()),
+               pa.field("gopher_bullet_lines_ratio", pa.float32()),
+               pa.field("gopher_ellipsis_lines_ratio", pa.float32()),
+               pa.field("gopher_alpha_words_ratio", pa.float32()), pa.field("gopher_stop_words", pa.int32()))
 
     @dataclass
     class Params:
@@ -312,6 +319,7 @@ REPETITION_SIGNALS = (
 
 class GopherRepetition(Stage):
     name = "gopher_repetition"
+    outputs = tuple(pa.field(f"gopher_{name}", pa.float32()) for name in REPETITION_SIGNALS)
 
     @dataclass
     class Params:
