@@ -202,8 +202,11 @@ class Browser:
     def wait_for(self, expression: str) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            if self.evaluate(expression):
-                return
+            try:
+                if self.evaluate(expression):
+                    return
+            except BrowserError:  # the page is between documents (a reload): ask again
+                pass
             time.sleep(0.1)
         raise BrowserError(f"not true after {self.timeout:.0f}s: {expression}")
 

@@ -305,10 +305,16 @@ def _samples_panel(page: _Page, con, run: RunInput, params: ReportParams) -> Non
 
 
 def _sample_html(doc: dict, chars: int) -> str:
-    where = doc.get("url") or doc.get("path") or ""
-    link = esc(where)
-    if doc.get("url") and urllib.parse.urlsplit(str(doc["url"]).strip()).scheme.lower() in ("http", "https"):
-        link = f"<a href='{esc(doc['url'])}' rel='noopener noreferrer nofollow' target='_blank'>{esc(doc['url'])}</a>"
+    where = []
+    if doc.get("url"):
+        url = str(doc["url"])
+        if urllib.parse.urlsplit(url.strip()).scheme.lower() in ("http", "https"):  # never javascript:, data: ...
+            where.append(f"<a href='{esc(url)}' rel='noopener noreferrer nofollow' target='_blank'>{esc(url)}</a>")
+        else:
+            where.append(esc(url))
+    if doc.get("path"):
+        where.append(esc(doc["path"]))
+    link = " · ".join(where)
     signals = " ".join(f"<span class='sig'>{esc(k)}={esc(_short(v))}</span>"
                        for k, v in (doc.get("signals") or {}).items() if v is not None)
     text = doc.get("text") or ""
