@@ -164,10 +164,11 @@ def stream_index(rows: np.ndarray, lengths: np.ndarray, samples: int, seq_len: i
     ends = np.cumsum(ordered)
     order = order[: int(np.searchsorted(ends, last_token, side="right")) + 1]
     ends = ends[: len(order)]
-    starts = np.arange(samples, dtype=np.int64) * seq_len
-    position = np.searchsorted(ends, starts, side="right")
-    offset = starts - (ends[position] - ordered[position])
-    return order.astype(np.int64), np.stack([position, offset], axis=1).astype(np.int64)
+    index = np.empty((samples, 2), dtype=np.int64)
+    starts = np.arange(0, samples * seq_len, seq_len, dtype=np.int64)
+    index[:, 0] = np.searchsorted(ends, starts, side="right")
+    index[:, 1] = starts - ends[index[:, 0]] + ordered[index[:, 0]]
+    return order, index
 
 
 def input_files(plan: Plan) -> list[str]:

@@ -66,9 +66,7 @@ class MixtureDataset:
             c = self.components.index(component)
             self._map = np.flatnonzero(np.asarray(self._index[:, 0]) == c)
         self.component = component
-        self._docs: dict[int, np.ndarray] = {}
-        self._orders: dict[int, np.ndarray] = {}
-        self._starts: dict[int, np.ndarray] = {}
+        self._open: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # component: docs, order, starts
         self._shards: dict[int, np.ndarray] = {}
 
     # -- views ---------------------------------------------------------------------------------------------------
@@ -79,7 +77,7 @@ class MixtureDataset:
         view = object.__new__(MixtureDataset)
         view.__dict__.update(self.__dict__)
         view._map = self._map[rank::world]
-        view._docs, view._orders, view._starts, view._shards = {}, {}, {}, {}
+        view._open, view._shards = {}, {}
         return view
 
     def __len__(self) -> int:
@@ -105,30 +103,47 @@ class MixtureDataset:
 
     def batch(self, indices) -> np.ndarray:
         """Samples ``indices`` as one (len(indices), seq_len + 1) int64 array."""
-        out = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
-        for row, i in enumerate(indices):
-            c, k = self._index[self._global(int(i))].tolist()
+        rows = self._globals(indices)
+        out = np.empty((len(rows), self.seq_len + 1), dtype=np.int64)
+        for row, (c, k) in enumerate(self._index[rows].tolist()):
             self._read(c, k, out[row])
         return out
 
+    def _globals(self, indices) -> np.ndarray:
+        """Global sample numbers of view positions ``indices`` (vectorized ``_global``)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self._map)
+        idx = np.where(idx < 0, idx + n, idx)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"sample {int(idx[(idx < 0) | (idx >= n)][0])} out of range for {n} samples")
+        if isinstance(self._map, range):
+            return self._map.start + idx * self._map.step
+        return self._map[idx]
+
     def _read(self, c: int, k: int, out: np.ndarray) -> None:
-        if c not in self._docs:
-            self._open_component(c)
-        docs, order = self._docs[c], self._orders[c]
-        p, offset = self._starts[c][k].tolist()
+        """Copy component c's sample k into ``out``: the documents from its start, EOS between them."""
+        component = self._open.get(c)
+        if component is None:
+            component = self._open_component(c)
+        docs, order, starts = component
+        p, offset = starts[k].tolist()
         need, filled = len(out), 0
-        while filled < need:
+        shards = self._shards
+        while True:
             shard, start, length, stored = docs[order.item(p)].tolist()
             take = min(length - offset, need - filled)
-            real = min(take, stored - offset)
-            if real > 0:
-                tokens = self._shards.get(shard)
-                if tokens is None:
-                    tokens = self._open_shard(shard)
+            tokens = shards.get(shard)
+            if tokens is None:
+                tokens = self._open_shard(shard)
+            if offset + take <= stored:
+                out[filled:filled + take] = tokens[start + offset:start + offset + take]
+            else:  # the shard has no EOS after this document: the packing adds it
+                real = max(stored - offset, 0)
                 out[filled:filled + real] = tokens[start + offset:start + offset + real]
-            if real < take:  # the shard has no EOS after this document: the packing adds it
-                out[filled + max(real, 0):filled + take] = self.eos_id
+                out[filled + real:filled + take] = self.eos_id
             filled += take
+            if filled == need:
+                return
             p += 1
             offset = 0
 
@@ -141,10 +156,10 @@ class MixtureDataset:
             raise MixtureError(f"{path} is missing: the mixture is incomplete; rebuild it with `curate mix "
                                "--overwrite`", file=self.path) from None
 
-    def _open_component(self, c: int) -> None:
-        self._docs[c] = np.load(os.path.join(self.path, "docs", f"c{c}.npy"), mmap_mode="r").view(np.ndarray)
-        self._orders[c] = self._load(self.split, f"c{c}.order.npy")
-        self._starts[c] = self._load(self.split, f"c{c}.samples.npy")
+    def _open_component(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        docs = np.load(os.path.join(self.path, "docs", f"c{c}.npy"), mmap_mode="r").view(np.ndarray)
+        self._open[c] = (docs, self._load(self.split, f"c{c}.order.npy"), self._load(self.split, f"c{c}.samples.npy"))
+        return self._open[c]
 
     def _open_shard(self, shard: int) -> np.ndarray:
         entry = self.meta["shards"][shard]
@@ -159,7 +174,7 @@ class MixtureDataset:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_index"] = None
-        state["_docs"], state["_orders"], state["_starts"], state["_shards"] = {}, {}, {}, {}
+        state["_open"], state["_shards"] = {}, {}
         return state
 
     def __setstate__(self, state: dict) -> None:

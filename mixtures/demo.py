@@ -32,6 +32,8 @@ components:
 
 def mixture_step(directory: str, console) -> int:
     """Write ``DIR/mixture.yaml``, build ``DIR/mix`` and print its table; returns the exit code."""
+    from rich.console import Console
+
     from curate.mixtures.build import build_mixture
     from curate.mixtures.cli import print_table
     from curate.mixtures.config import load_config
@@ -42,7 +44,8 @@ def mixture_step(directory: str, console) -> int:
         f.write(DEMO_MIXTURE)
     output = os.path.join(directory, "mix")
     meta = build_mixture(load_config(config_path), output, overwrite=True)
-    print_table(meta, console)
+    # the table has nine columns: a log or a pipe gets it wide rather than folded into 80 columns
+    print_table(meta, console if console.is_terminal else Console(width=160))
     ds = MixtureDataset(output)
     console.print(f"  {len(ds):,} training samples of {ds.seq_len + 1} tokens; sample 0 is from "
                   f"{ds.component_of(0)}: {ds[0][:12].tolist()} …")

@@ -23,6 +23,9 @@ from curate.tokenizers.corpus import unit_hash
 from curate.tokenizers.tokenize import stats_table
 
 
+HASH_CHUNK = 200_000
+
+
 class MixtureInputError(ValueError):
     """An input that exists but cannot be used as it is (a shard shorter than its index): exit code 1."""
 
@@ -249,16 +252,30 @@ def select_documents(spec: ComponentSpec, folders: dict[str, TokenFolder], signa
                           file=file, key=spec.key)
     index = np.flatnonzero(keep)
     ids = docs["id"].take(pa.array(index))
-    val = (unit_hash(ids, config.validation_seed) < spec.validation) if spec.validation > 0 else \
-        np.zeros(len(index), dtype=bool)
+    val = np.zeros(len(index), dtype=bool)
+    if spec.validation > 0:
+        for first in range(0, len(index), HASH_CHUNK):  # in chunks: Python strings for 10M ids would be GBs
+            part = ids.slice(first, HASH_CHUNK)
+            val[first:first + len(part)] = unit_hash(part, config.validation_seed) < spec.validation
     return Selection(ids=ids, shard=shard[index], start=start[index],
                      length=real[index] + (~ends_with_eos[index]), real=real[index], val=val,
                      missing_signals=missing)
 
 
+#: Documents per shard whose last token is read to tell whether the shard stores an EOS after each document.
+EOS_PROBES = 64
+
+
 def _ends_with_eos(registry: ShardRegistry, shard: np.ndarray, start: np.ndarray, real: np.ndarray,
                    eos_id: int) -> np.ndarray:
-    """Whether each document's last stored token is the EOS (`curate tokenize` writes it unless --no-eos)."""
+    """Whether each document's last stored token is the EOS, decided per shard.
+
+    `curate tokenize` writes an EOS after every document of a shard, or (``--no-eos``)
+    after none, and text never encodes to the EOS id. So a few documents spread over the
+    shard tell for all of them, and building never reads the token files through (a 20 GB
+    corpus would otherwise be read from disk to check one token per document). A shard
+    whose probes disagree is damaged and refused.
+    """
     out = np.zeros(len(shard), dtype=bool)
     for index in np.unique(shard):
         rows = np.flatnonzero(shard == index)
@@ -270,8 +287,15 @@ def _ends_with_eos(registry: ShardRegistry, shard: np.ndarray, start: np.ndarray
             raise MixtureInputError(f"{path}: holds {size} tokens but its .docs.parquet indexes up to {int(ends.max())}"
                                     " (a damaged shard: rerun `curate tokenize` into a fresh folder)")
         nonempty = rows[real[rows] > 0]
-        if len(nonempty) and size:
-            tokens = np.memmap(path, dtype=dtype, mode="r")
-            out[nonempty] = tokens[start[nonempty] + real[nonempty] - 1] == eos_id
-            del tokens
+        if not len(nonempty):
+            continue
+        probes = nonempty[np.unique(np.linspace(0, len(nonempty) - 1, min(EOS_PROBES, len(nonempty))).astype(np.int64))]
+        tokens = np.memmap(path, dtype=dtype, mode="r")
+        last = tokens[start[probes] + real[probes] - 1] == eos_id
+        del tokens
+        if last.all():
+            out[nonempty] = True
+        elif last.any():
+            raise MixtureInputError(f"{path}: some documents end with the EOS id {eos_id} and some do not (a damaged "
+                                    "shard: rerun `curate tokenize` into a fresh folder)")
     return out
