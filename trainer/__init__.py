@@ -1,1 +1,4 @@
-"""The bundled GPT training loop (``curate.trainer``)."""
+"""LLaMA-style pretraining on a `curate mix` folder (``curate.trainer``): model, loop, checkpoints, HF import/export.
+
+Importing this package imports nothing heavy; torch is needed by ``model``, ``train``, ``checkpoint`` and ``hf``.
+"""
