@@ -243,8 +243,9 @@ def _register_commands_that_live_with_their_code() -> None:
     from curate.stages.detox_cli import detox
     from curate.stages.quality_cli import quality
     from curate.tokenizers.cli import tokenize, tokenizer
+    from curate.trainer.cli import train
 
-    for command in (quality, detox, tokenizer, tokenize, mix, dashboard):
+    for command in (quality, detox, tokenizer, tokenize, mix, train, dashboard):
         main.add_command(command)
     main.add_command(card)
 
