@@ -58,6 +58,7 @@ class Plan:
     registry: ShardRegistry
     selections: list[Selection]
     weights_asked: np.ndarray
+    """As written (before normalizing), or from the temperature."""
     weights_kind: str
     targets: np.ndarray
     capped: np.ndarray
@@ -117,10 +118,11 @@ def plan_mixture(config: MixtureConfig) -> Plan:
                               "`validation` or widen the selection", file=config.file, key=f"{spec.key}.validation")
     if config.temperature is not None:
         weights, kind = temperature_weights(available, config.temperature), "temperature"
+        asked = weights
     else:
         given = np.array([spec.weight for spec in config.components], dtype=np.float64)
         kind = "given" if abs(given.sum() - 1) <= 1e-6 else "normalized"
-        weights = given / given.sum()
+        weights, asked = given / given.sum(), given
     samples = math.ceil(config.tokens / config.seq_len)
     caps = np.floor(np.array([spec.max_epochs for spec in config.components]) * available / config.seq_len)
     try:
@@ -135,7 +137,7 @@ def plan_mixture(config: MixtureConfig) -> Plan:
         order = blend(counts)
     val_samples = np.array([max(0, (s.counts()["val_tokens"] - 1) // config.seq_len) for s in selections],
                            dtype=np.int64)
-    return Plan(config, folders, registry, selections, weights, kind, targets, capped, samples, order, counts,
+    return Plan(config, folders, registry, selections, asked, kind, targets, capped, samples, order, counts,
                 val_samples, seconds)
 
 
@@ -157,17 +159,22 @@ def stream_index(rows: np.ndarray, lengths: np.ndarray, samples: int, seq_len: i
     total = int(lengths.sum())
     last_token = samples * seq_len  # the last token of the last sample, counted from 0
     epochs = last_token // total + 1
-    order = np.concatenate([rows[rng_for_epoch(e).permutation(len(rows))] for e in range(epochs)])
+    order = np.empty(epochs * len(rows), dtype=np.int64)
+    for e in range(epochs):
+        order[e * len(rows):(e + 1) * len(rows)] = rows[rng_for_epoch(e).permutation(len(rows))]
     lengths_by_row = np.zeros(int(rows.max()) + 1, dtype=np.int64)
     lengths_by_row[rows] = lengths
-    ordered = lengths_by_row[order]
-    ends = np.cumsum(ordered)
-    order = order[: int(np.searchsorted(ends, last_token, side="right")) + 1]
-    ends = ends[: len(order)]
+    ends = np.cumsum(lengths_by_row[order])
+    del lengths_by_row
+    keep = int(np.searchsorted(ends, last_token, side="right")) + 1
+    order, ends = order[:keep].copy(), ends[:keep]
     index = np.empty((samples, 2), dtype=np.int64)
     starts = np.arange(0, samples * seq_len, seq_len, dtype=np.int64)
-    index[:, 0] = np.searchsorted(ends, starts, side="right")
-    index[:, 1] = starts - ends[index[:, 0]] + ordered[index[:, 0]]
+    position = index[:, 0]
+    position[:] = np.searchsorted(ends, starts, side="right")
+    begins = ends[np.maximum(position - 1, 0)]
+    begins[position == 0] = 0
+    index[:, 1] = starts - begins
     return order, index
 
 
@@ -249,8 +256,11 @@ def write_index(plan: Plan, folder: str) -> None:
         np.save(os.path.join(folder, "val", f"c{i}.order.npy"), order)
         np.save(os.path.join(folder, "val", f"c{i}.samples.npy"), samples)
         val_blocks.append(np.stack([np.full(n_val, i, np.int64), np.arange(n_val, dtype=np.int64)], axis=1))
-    train = np.stack([plan.order.astype(np.int64), within_component(plan.order, len(plan.selections))], axis=1)
+    train = np.empty((len(plan.order), 2), dtype=np.int64)
+    train[:, 0] = plan.order
+    train[:, 1] = within_component(plan.order, len(plan.selections))
     np.save(os.path.join(folder, "train", "index.npy"), train)
+    del train
     np.save(os.path.join(folder, "val", "index.npy"), np.concatenate(val_blocks).astype(np.int64))
     table = pa.Table.from_pylist([{k: row[k] for k in TABLE_COLUMNS} for row in plan.rows()])
     pq.write_table(table, os.path.join(folder, "mixture.parquet"))

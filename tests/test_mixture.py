@@ -89,7 +89,8 @@ def test_gpt3_printed_weights_sum_to_101_percent(gpt3_tokens, tmp_path):
     meta = build(gpt3_config(gpt3_tokens, normalize=True), tmp_path / "mix")
     assert meta["weights"] == "normalized"
     cc = meta["components"][0]
-    assert cc["weight_asked"] == pytest.approx(0.60 / 1.01)
+    assert cc["weight_asked"] == pytest.approx(0.60)  # as written; the realized share is the normalized one
+    assert cc["weight_realized"] == pytest.approx(0.60 / 1.01, abs=1e-4)
     assert cc["epochs"] == pytest.approx(0.60 / 1.01 * 300 / 410, abs=1e-4)
 
 
@@ -479,3 +480,13 @@ def test_parse_tokens():
     for bad in ("", "-5", "0", "1.5X", True):
         with pytest.raises(ConfigError):
             parse_tokens(bad, file=None, key="tokens")
+
+
+def test_the_numpy_recipe_in_the_docs_reads_the_same_samples(small_mix):
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "mixture.md").read_text()
+    recipe = doc.split("Reading sample `i` with a few lines of numpy:\n\n```python\n")[1].split("```")[0]
+    ds = MixtureDataset(small_mix)
+    for i in (0, 1, 500, len(ds) - 1):
+        scope = {"i": i}
+        exec(recipe.replace('"MIX/', f'"{small_mix}/').replace('f"MIX/', f'f"{small_mix}/'), scope)
+        assert np.array_equal(np.array(scope["sample"], dtype=np.int64), ds[i])
