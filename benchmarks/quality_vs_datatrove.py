@@ -157,9 +157,12 @@ def run_curate(texts: list[str]) -> tuple[float, list[str | None], dict[str, lis
     def make():
         return [
             LangId(build_params(LangId.Params, {"languages": ["en"]}, where="langid")),
-            GopherRepetition(), GopherQuality(),
-            C4Quality(build_params(C4Quality.Params, {"remove_lines": True}, where="c4")),
-            FineWebQuality(),
+            # datatrove's definitions of a word and a sentence end, so agreement compares like with like
+            # (curate's defaults follow the published rules instead: docs/quality.md)
+            GopherRepetition(),
+            GopherQuality(build_params(GopherQuality.Params, {"alpha_words_unit": "tokens"}, where="gopher_quality")),
+            C4Quality(build_params(C4Quality.Params, {"remove_lines": True, "sentence_end": "datatrove"}, where="c4")),
+            FineWebQuality(build_params(FineWebQuality.Params, {"sentence_end": "datatrove"}, where="fineweb")),
         ]
 
     stages = make()
