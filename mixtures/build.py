@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.mixtures.allocate import (BudgetError, apportion, blend, cap_targets, temperature_weights,
@@ -111,6 +112,7 @@ def plan_mixture(config: MixtureConfig) -> Plan:
                 signals.load(present)
         registry = ShardRegistry()
         selections = [select_documents(spec, folders, signals, registry, config) for spec in config.components]
+        hold_out_everywhere(config, selections)
     available = np.array([s.counts()["tokens_available"] for s in selections], dtype=np.float64)
     for spec, sel, tokens in zip(config.components, selections, available):
         if tokens == 0:
@@ -139,6 +141,28 @@ def plan_mixture(config: MixtureConfig) -> Plan:
                            dtype=np.int64)
     return Plan(config, folders, registry, selections, asked, kind, targets, capped, samples, order, counts,
                 val_samples, seconds)
+
+
+def hold_out_everywhere(config: MixtureConfig, selections: list[Selection]) -> None:
+    """A document held out by one component is held out by every component that selects it.
+
+    Components may overlap (``web`` and ``web-zh-top``), and their ``validation`` shares
+    may differ: without this, a document could be validation in one and training in another.
+    """
+    seen: set = set()
+    overlap = False
+    for spec in config.components:
+        pairs = {(path, source) for path in spec.paths for source in spec.sources}
+        overlap |= bool(pairs & seen)
+        seen |= pairs
+    if not overlap:
+        return
+    held = pa.chunked_array([sel.ids.filter(pa.array(sel.val)) for sel in selections], type=pa.string())
+    if len(held) == 0:
+        return
+    held = held.combine_chunks()
+    for sel in selections:
+        sel.val |= np.asarray(pc.is_in(sel.ids, value_set=held).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _name_key(name: str) -> int:
@@ -287,7 +311,13 @@ def build_mixture(config: MixtureConfig, output: str, *, overwrite: bool = False
     if dry_run:
         build["seconds"]["total"] = round(time.perf_counter() - started, 3)
         return {**meta, "build": build}
-    old = read_meta(output)
+    try:
+        old = read_meta(output)
+    except (ValueError, UnicodeDecodeError):
+        if not overwrite:
+            raise ConfigError(f"{output}/mixture.json is not valid JSON; pass --overwrite to rebuild the mixture",
+                              key="--output") from None
+        old = {}
     if old is not None and old.get("fingerprint") == meta["fingerprint"] and all(
             os.path.exists(os.path.join(output, part)) for part in (*PARTS, "mixture.parquet")):
         build.update(reused=True)
@@ -308,7 +338,7 @@ def build_mixture(config: MixtureConfig, output: str, *, overwrite: bool = False
     with _timed(build["seconds"], "index"):
         write_index(plan, building)
     # the old mixture stops being one before its files are replaced; the new one is one when its json lands
-    if old is not None:
+    if os.path.exists(os.path.join(output, "mixture.json")):
         os.remove(os.path.join(output, "mixture.json"))
     for part in (*PARTS, "mixture.parquet"):
         target = os.path.join(output, part)

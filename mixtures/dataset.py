@@ -36,8 +36,12 @@ class MixtureDataset:
         meta_path = os.path.join(self.path, "mixture.json")
         if not os.path.isfile(meta_path):
             raise MixtureError("not a mixture (no mixture.json; build one with `curate mix`)", file=self.path)
-        with open(meta_path) as f:
-            self.meta: dict = json.load(f)
+        try:
+            with open(meta_path) as f:
+                self.meta: dict = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise MixtureError(f"not valid JSON ({err}); rebuild it with `curate mix --overwrite`",
+                               file=meta_path) from None
         from curate.mixtures.build import FORMAT_VERSION
 
         if self.meta.get("format_version") != FORMAT_VERSION:
@@ -98,15 +102,17 @@ class MixtureDataset:
     def __getitem__(self, i: int) -> np.ndarray:
         out = np.empty(self.seq_len + 1, dtype=np.int64)
         c, k = self._index[self._global(i)].tolist()
-        self._read(c, k, out)
+        self._read(c, k, out, 0, len(out))
         return out
 
     def batch(self, indices) -> np.ndarray:
         """Samples ``indices`` as one (len(indices), seq_len + 1) int64 array."""
         rows = self._globals(indices)
-        out = np.empty((len(rows), self.seq_len + 1), dtype=np.int64)
+        need = self.seq_len + 1
+        out = np.empty((len(rows), need), dtype=np.int64)
+        flat, read = out.reshape(-1), self._read
         for row, (c, k) in enumerate(self._index[rows].tolist()):
-            self._read(c, k, out[row])
+            read(c, k, flat, row * need, need)
         return out
 
     def _globals(self, indices) -> np.ndarray:
@@ -120,18 +126,18 @@ class MixtureDataset:
             return self._map.start + idx * self._map.step
         return self._map[idx]
 
-    def _read(self, c: int, k: int, out: np.ndarray) -> None:
-        """Copy component c's sample k into ``out``: the documents from its start, EOS between them."""
+    def _read(self, c: int, k: int, out: np.ndarray, base: int, need: int) -> None:
+        """Write component c's sample k to ``out[base:base + need]``: its documents from its start, EOS between."""
         component = self._open.get(c)
         if component is None:
             component = self._open_component(c)
         docs, order, starts = component
-        p, offset = starts[k].tolist()
-        need, filled = len(out), 0
         shards = self._shards
+        p, offset = starts[k].tolist()
+        filled, end = base, base + need
         while True:
             shard, start, length, stored = docs[order.item(p)].tolist()
-            take = min(length - offset, need - filled)
+            take = min(length - offset, end - filled)
             tokens = shards.get(shard)
             if tokens is None:
                 tokens = self._open_shard(shard)
@@ -142,7 +148,7 @@ class MixtureDataset:
                 out[filled:filled + real] = tokens[start + offset:start + offset + real]
                 out[filled + real:filled + take] = self.eos_id
             filled += take
-            if filled == need:
+            if filled == end:
                 return
             p += 1
             offset = 0

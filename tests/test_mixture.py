@@ -71,6 +71,7 @@ def test_gpt3_table_epochs_are_weight_times_budget_over_tokens(gpt3_tokens, tmp_
     assert round(rows["WebText2"]["epochs"], 2) == 3.47
     assert round(rows["Wikipedia"]["epochs"], 2) == 3.00
     assert sum(r["train_samples"] for r in rows.values()) == meta["train_samples"] == -(-3_000_000 // 128)
+    assert len(MixtureDataset(tmp_path / "mix", split="val")) == 0  # validation: 0
     # the same table as Parquet for DuckDB
     import duckdb
 
@@ -240,6 +241,13 @@ def test_changed_input_is_detected_by_reader_and_builder(tmp_path):
     assert len(MixtureDataset(tmp_path / "mix")) == -(-10_000 // 64)
     with pytest.raises(MixtureError, match="not a mixture"):
         MixtureDataset(tmp_path)
+    (tmp_path / "mix" / "mixture.json").write_text("{")
+    with pytest.raises(MixtureError, match="not valid JSON"):
+        MixtureDataset(tmp_path / "mix")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        build(config, tmp_path / "mix")
+    build(config, tmp_path / "mix", overwrite=True)
+    assert len(MixtureDataset(tmp_path / "mix")) == -(-10_000 // 64)
 
 
 # -- the reader --------------------------------------------------------------------------------------------------
@@ -490,3 +498,34 @@ def test_the_numpy_recipe_in_the_docs_reads_the_same_samples(small_mix):
         scope = {"i": i}
         exec(recipe.replace('"MIX/', f'"{small_mix}/').replace('f"MIX/', f'f"{small_mix}/'), scope)
         assert np.array_equal(np.array(scope["sample"], dtype=np.int64), ds[i])
+
+
+def test_overlapping_components_hold_out_a_document_everywhere(tmp_path):
+    root = tmp_path / "tokens"
+    write_meta(str(root))
+    write_sized_source(str(root), "web", 60_000, mean_length=100, seed=1)
+    config = {"tokens": "20K", "seq_len": 64, "paths": [str(root)], "max_epochs": 10,
+              "components": [{"name": "all", "source": "web", "weight": 0.5, "validation": 0.01},
+                             {"name": "long", "source": "web", "weight": 0.5, "validation": 0.2,
+                              "where": {"tokens": {"min": 50}}}]}
+    build(config, tmp_path / "mix")
+    docs = [pq.read_table(tmp_path / "mix" / "documents" / f"c{c}.parquet").to_pylist() for c in range(2)]
+    val = {r["id"] for d in docs for r in d if r["split"] == "val"}
+    train = {r["id"] for d in docs for r in d if r["split"] == "train"}
+    assert val and train and not val & train
+    long_val = {r["id"] for r in docs[1] if r["split"] == "val"}
+    assert long_val <= {r["id"] for r in docs[0] if r["split"] == "val"}  # held out by "all" too
+
+
+def test_shard_with_and_without_eos_is_damaged(tmp_path):
+    root = tmp_path / "tokens"
+    write_meta(str(root))
+    write_shard(str(root), "web", "web-0", np.full(200, 30), seed=1)
+    shard = next(root.glob("web/*.bin"))
+    tokens = np.memmap(shard, dtype=np.uint16, mode="r+")
+    tokens[29::60] = 7  # every other document loses its EOS
+    tokens.flush()
+    del tokens
+    code, output = run_cli(tmp_path, {"tokens": "1K", "seq_len": 64, "paths": [str(root)],
+                                      "components": [{"source": "web", "weight": 1}]})
+    assert code == 1 and "some do not" in output, output
