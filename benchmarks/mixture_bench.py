@@ -58,7 +58,8 @@ def write_meta(root: str, vocab_size: int = 32000) -> None:
 
 
 def doc_lengths(tokens: int, mean: int, rng: np.random.Generator) -> np.ndarray:
-    lengths = np.maximum(2, rng.lognormal(np.log(mean) - 0.5, 1.0, size=int(tokens / mean * 1.3) + 100)).astype(np.int64)
+    drawn = rng.lognormal(np.log(mean) - 0.5, 1.0, size=int(tokens / mean * 1.3) + 100)
+    lengths = np.maximum(2, drawn).astype(np.int64)
     n = int(np.searchsorted(np.cumsum(lengths), tokens)) + 1
     lengths = lengths[:n]
     lengths[-1] = max(2, lengths[-1] - (int(lengths.sum()) - tokens))
@@ -210,9 +211,10 @@ def bench_build(work: str, build_tokens: int, available: int) -> dict:
         "from curate.mixtures.build import build_mixture\n"
         "from curate.mixtures.config import load_config\n"
         "imports = hwm()\n"
-        "t = time.perf_counter()\n"
+        "t, cpu = time.perf_counter(), time.process_time()\n"
         f"meta = build_mixture(load_config({config!r}), {os.path.join(work, 'mix-build')!r})\n"
-        "print(json.dumps({'wall_s': round(time.perf_counter() - t, 2), 'steps_s': meta['build']['seconds'],"
+        "print(json.dumps({'wall_s': round(time.perf_counter() - t, 2),"
+        " 'cpu_s': round(time.process_time() - cpu, 2), 'steps_s': meta['build']['seconds'],"
         " 'samples': meta['train_samples'], 'rss_after_imports_mb': round(imports),"
         " 'peak_rss_mb': round(hwm())}))\n")],
         capture_output=True, text=True)

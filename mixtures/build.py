@@ -12,6 +12,7 @@ Layout of ``MIX`` (every array is a ``.npy`` file; ``np.load(path, mmap_mode="r"
     train/c<i>.order.npy         int64: rows of docs/c<i>.npy, epoch after epoch, each epoch a seeded shuffle
     train/c<i>.samples.npy       int64 (samples of i, 2): position in order, offset in that document
     val/index.npy, val/c<i>.order.npy, val/c<i>.samples.npy   the same for the validation documents
+                                 (components interleaved in proportion to their validation samples)
 
 Sample k of component i is the ``seq_len + 1`` tokens of the component's stream
 (its documents in ``order``, packed back to back, EOS after each) that start at
@@ -259,7 +260,6 @@ def write_index(plan: Plan, folder: str) -> None:
     config = plan.config
     for part in PARTS:
         os.makedirs(os.path.join(folder, part), exist_ok=True)
-    val_blocks = []
     for i, (spec, sel) in enumerate(zip(config.components, plan.selections)):
         key = _name_key(spec.name)
         docs = np.stack([sel.shard, sel.start, sel.length, sel.real], axis=1).astype(np.int64)
@@ -279,13 +279,18 @@ def write_index(plan: Plan, folder: str) -> None:
                                       lambda e: np.random.default_rng([config.validation_seed, key, 1 << 32]))
         np.save(os.path.join(folder, "val", f"c{i}.order.npy"), order)
         np.save(os.path.join(folder, "val", f"c{i}.samples.npy"), samples)
-        val_blocks.append(np.stack([np.full(n_val, i, np.int64), np.arange(n_val, dtype=np.int64)], axis=1))
     train = np.empty((len(plan.order), 2), dtype=np.int64)
     train[:, 0] = plan.order
     train[:, 1] = within_component(plan.order, len(plan.selections))
     np.save(os.path.join(folder, "train", "index.npy"), train)
     del train
-    np.save(os.path.join(folder, "val", "index.npy"), np.concatenate(val_blocks).astype(np.int64))
+    # validation samples interleaved by the same greedy rule, in proportion to each component's count: any
+    # prefix (a trainer that evaluates the first n) is a proportional mix, and every sample comes once
+    val_order = blend(plan.val_samples)
+    val = np.empty((len(val_order), 2), dtype=np.int64)
+    val[:, 0] = val_order
+    val[:, 1] = within_component(val_order, len(plan.selections))
+    np.save(os.path.join(folder, "val", "index.npy"), val)
     table = pa.Table.from_pylist([{k: row[k] for k in TABLE_COLUMNS} for row in plan.rows()])
     pq.write_table(table, os.path.join(folder, "mixture.parquet"))
 
@@ -326,7 +331,8 @@ def build_mixture(config: MixtureConfig, output: str, *, overwrite: bool = False
     if os.path.isdir(output) and not overwrite:
         if old is not None:
             what = "config" if old.get("config_fingerprint") != meta["config_fingerprint"] else "inputs"
-            raise ConfigError(f"{output} holds a mixture built from other {what} (fingerprint {old.get('fingerprint')}, "
+            raise ConfigError(f"{output} holds a mixture built from other {what} "
+                              f"(fingerprint {old.get('fingerprint')}, "
                               f"now {meta['fingerprint']}); pass --overwrite to rebuild it", key="--output")
         stray = sorted(set(os.listdir(output)) - {*PARTS, "mixture.parquet", ".building"})
         if stray:

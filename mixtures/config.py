@@ -230,14 +230,18 @@ def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> Mixt
         entry = dict(entry)
         if "source" not in entry:
             raise ConfigError("missing (every component names a source)", file=file, key=f"{key}.source")
-        entry.setdefault("name", "-".join(coerce(entry["source"], list[str], f"{key}.source", file))
-                         + ("-" + "-".join(coerce(entry["lang"], list[str], f"{key}.lang", file)) if entry.get("lang") else ""))
+        if "name" not in entry:
+            parts = coerce(entry["source"], list[str], f"{key}.source", file)
+            if entry.get("lang"):
+                parts += coerce(entry["lang"], list[str], f"{key}.lang", file)
+            entry["name"] = "-".join(parts)
         spec = build_params(ComponentSettings, entry, where=key, file=file)
         paths = spec.paths if spec.paths is not None else settings.paths
         if not paths:
             raise ConfigError("no token folder: give paths here or mixture-wide", file=file, key=f"{key}.paths")
         if not isinstance(spec.where, dict):
-            raise ConfigError(f"expected a mapping of column: condition, got {spec.where!r}", file=file, key=f"{key}.where")
+            raise ConfigError(f"expected a mapping of column: condition, got {spec.where!r}", file=file,
+                              key=f"{key}.where")
         where = [_parse_condition(str(col), value, file, f"{key}.where.{col}") for col, value in spec.where.items()]
         if spec.lang is not None and not spec.lang:
             raise ConfigError("an empty list matches no document", file=file, key=f"{key}.lang")

@@ -146,7 +146,8 @@ def open_folders(config: MixtureConfig) -> dict[str, TokenFolder]:
             key = next(f"{s.key}.paths[{s.paths.index(path)}]" for s in config.components if path in s.paths)
             raise ConfigError(
                 f"{path} was tokenized with another tokenizer than {first.path} (tokenizer_sha256 "
-                f"{str(folder.meta.get('tokenizer_sha256'))[:12]}… vs {str(first.meta.get('tokenizer_sha256'))[:12]}…): "
+                f"{str(folder.meta.get('tokenizer_sha256'))[:12]}… vs "
+                f"{str(first.meta.get('tokenizer_sha256'))[:12]}…): "
                 "ids would mean different pieces", file=config.file, key=key)
     if int(first.meta.get("eos_id", -1)) < 0:
         raise ConfigError(f"{first.path}: its tokenizer has no EOS id, which a mixture needs between documents",
@@ -227,7 +228,8 @@ def select_documents(spec: ComponentSpec, folders: dict[str, TokenFolder], signa
             for name in curated_cols:
                 if name not in signals.columns:
                     raise ConfigError(f"no column {name!r} in the curated run(s) (columns: "
-                                      f"{', '.join(sorted(signals.columns))})", file=file, key=f"{spec.key}.where.{name}")
+                                      f"{', '.join(sorted(signals.columns))})", file=file,
+                                      key=f"{spec.key}.where.{name}")
             joined, found = signals.lookup(docs["id"])
             for name in curated_cols:
                 columns[name] = joined[name]

@@ -403,6 +403,11 @@ def test_validation_split_per_component(small_mix):
             assert part.component_of(j) == name
             assert np.array_equal(part[j], stream[j * 100:j * 100 + 101])
     assert total == len(val) > 0
+    # interleaved: any prefix holds each component in proportion to its validation samples
+    counts = np.array([c["val_samples"] for c in val.meta["components"]])
+    half = len(val) // 2
+    first_half = np.bincount([val.components.index(val.component_of(j)) for j in range(half)], minlength=len(counts))
+    assert np.abs(first_half - counts * half / len(val)).max() < 2
     with pytest.raises(MixtureError, match="no component"):
         MixtureDataset(small_mix, split="val", component="nope")
 

@@ -111,7 +111,8 @@ def test_selection_by_language_and_signal_quantiles(corpus, tmp_path):
         bucket = 0 if rank < 1 / 3 else 1 if rank < 2 / 3 else 2
         assert doc in thirds[bucket]
     assert max(en[d] for d in thirds[0]) <= min(en[d] for d in thirds[2])
-    assert set(_selected(tmp_path / "mix", 3)) == {r["id"] for r in curated if r["source"] == "web" and r["lang"] == "zh"}
+    zh = {r["id"] for r in curated if r["source"] == "web" and r["lang"] == "zh"}
+    assert set(_selected(tmp_path / "mix", 3)) == zh
     assert set(_selected(tmp_path / "mix", 4)) == {r["id"] for r in curated
                                                    if r["source"] == "code" and r["char_count"] >= 10_000}
     assert 0 < meta["components"][4]["documents"] + meta["components"][4]["val_documents"] < len(CLICK_FILES)
