@@ -51,4 +51,6 @@ def mixture_step(directory: str, console) -> int:
                   f"{ds.component_of(0)}: {ds[0][:12].tolist()} …")
     console.print(f"  read it: python -c \"from curate.mixtures import MixtureDataset; "
                   f"ds = MixtureDataset('{output}'); print(len(ds), ds[0])\"")
+    console.print(f"  query it: curate sql {directory}/out \"SELECT component, round(epochs, 2) AS epochs, capped "
+                  f"FROM '{output}/mixture.parquet'\"")
     return 0
