@@ -53,6 +53,7 @@ class BusyStage(Stage):
 
     name = "busy"
     Params = BusyParams
+    outputs = (pa.field("busy_value", pa.int64()),)
 
     def process(self, table: pa.Table) -> StageResult:
         values = [busy_work(t, self.params.iterations) for t in table["text"].to_pylist()]

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from curate import __version__
+from curate.output_schema import origins
 
 MARKER = "<!-- written by `curate card`: rerun it to refresh; edit freely, then remove this line to keep your edits -->"
 CONFIGS = (("default", "docs"), ("rejects", "rejects"), ("stats", "stats"))
@@ -36,13 +37,14 @@ SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
                    (1_000_000_000_000, "100B<n<1T")]
 #: What the core columns hold (the others are described in curate's docs/schema.md).
 CORE_MEANINGS = {
-    "id": "stable id: a hash of the source and the document's place in its input",
+    "id": "stable id: the input's own, or a hash of the source and the document's place in its input",
     "source": "the input the document came from",
     "text": "the document text",
     "url": "URL of web documents",
     "path": "the input file (for code: the path inside the repository or archive)",
     "reject_stage": "the stage that dropped the document",
     "reject_reason": "why it was dropped: the rule that fired",
+    "given_id": "the id the input gave a document whose id another document also had (it got a new id)",
 }
 
 
@@ -69,15 +71,17 @@ def _part(output: str, name: str, folder: str) -> Part:
     schemas: list[pa.Schema] = []
     rows = num_bytes = size = 0
     for path in paths:
-        meta = pq.ParquetFile(path).metadata
-        schema = meta.schema.to_arrow_schema().remove_metadata()
+        shard = pq.ParquetFile(path)
+        meta, schema = shard.metadata, shard.schema_arrow  # the types pyarrow, and so datasets, reads
         if not any(schema.equals(s) for s in schemas):
             schemas.append(schema)
         rows += meta.num_rows
         num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         size += os.path.getsize(path)
-    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
-    return Part(name, folder, schema, rows, num_bytes, size, len(paths), len(schemas))
+    distinct = len(schemas)
+    if distinct > 1:  # an output written before one schema per folder: describe the union
+        schemas = [pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")]
+    return Part(name, folder, schemas[0] if schemas else None, rows, num_bytes, size, len(paths), distinct)
 
 
 # ---- features, as datasets writes them (``Features._to_yaml_list``) -------------------------------------------
@@ -272,10 +276,12 @@ def build_card(output: str, *, license: str | None = None, pretty_name: str | No
     else:
         lines += ["This run has no language-ID stage.", ""]
     lines += ["## Columns", "",
-              "Of `docs/` (`rejects/` has the same, plus `reject_stage` and `reject_reason`). Every signal column "
-              "is described in curate's `docs/schema.md`.", ""]
-    lines += _table(["column", "type", "meaning"],
-                    [[f["name"], type_name(f), CORE_MEANINGS.get(f["name"], "")]
+              "Of `docs/`, with the reader or stage that adds each one. `rejects/` has these columns, plus any "
+              "that a later stage removes (such as `html`), then `reject_stage`, `reject_reason` and "
+              "`error_traceback`. Every signal column is described in curate's `docs/schema.md`.", ""]
+    added_by = origins(docs.schema) if docs.schema is not None else {}
+    lines += _table(["column", "type", "added by", "meaning"],
+                    [[f["name"], type_name(f), added_by.get(f["name"], ""), CORE_MEANINGS.get(f["name"], "")]
                      for f in (features(docs.schema) if docs.schema else [])]) + [""]
     lines += ["## The pipeline", "",
               "As written (`manifest.json` holds it too). Input paths are as they were given to `curate run`: "

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.output_schema import check_stage_output
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import printable
 from curate.schema import REJECT_REASON, conform, doc_id, text_bytes, with_reject
@@ -74,6 +75,8 @@ class TaskPlan:
     stats_dir: str = ""
     batch_rows: int = 1000
     shard_rows: int = 200_000
+    docs_schema: pa.Schema | None = None     # the run's one schema for docs/ (None: shards keep their own)
+    rejects_schema: pa.Schema | None = None  # and for rejects/ (curate.output_schema)
 
     def stages_for(self, source: str) -> list[Stage]:
         chosen = []
@@ -115,12 +118,13 @@ def run_task(
     started = time.perf_counter()
     for directory in (plan.docs_dir, plan.rejects_dir):
         remove_stale(directory, task_id)
-    docs_writer = ShardWriter(plan.docs_dir, task_id, max_rows=plan.shard_rows)
+    docs_writer = ShardWriter(plan.docs_dir, task_id, max_rows=plan.shard_rows, schema=plan.docs_schema)
     reject_writers: dict[str, ShardWriter] = {}
 
     def reject_writer(stage_name: str) -> ShardWriter:
         if stage_name not in reject_writers:
-            reject_writers[stage_name] = ShardWriter(plan.rejects_dir, f"{task_id}.{stage_name}", max_rows=plan.shard_rows)
+            reject_writers[stage_name] = ShardWriter(plan.rejects_dir, f"{task_id}.{stage_name}", max_rows=plan.shard_rows,
+                                                     schema=plan.rejects_schema)
         return reject_writers[stage_name]
 
     stages = plan.stages_for(task.source)
@@ -222,6 +226,7 @@ def _run_stages(table: pa.Table, stages: list[Stage], counters: list[StageCounte
         counter.docs_in += table.num_rows
         counter.bytes_in += text_bytes(table)
         result = _process_safely(stage, table)
+        check_stage_output(stage, table.schema, result.table.schema)  # a broken declaration fails the task
         out = result.table
         if result.reasons is not None:
             reasons = result.reasons

@@ -34,6 +34,7 @@ from typing import Any
 from curate import __version__
 from curate.config import PipelineConfig
 from curate.execute import TaskOutcome, TaskPlan, is_done, task_id_for
+from curate.output_schema import OutputSchemas, plan_output_schemas
 from curate.params import ConfigError
 from curate.readers import Reader, Task
 from curate.shards import write_json_atomic
@@ -199,12 +200,14 @@ class Runner:
             return summary
         tasks, readers, inputs = plan_tasks(self.config)
         segments = build_segments(self.config)
+        self.schemas = self._output_schemas(readers, inputs, segments)
         self._write_manifest(
             curate_version=__version__, versions=_versions(), fingerprint=self.fingerprint,
             config=self.config.to_dict(), config_file=self.config.file, inputs=inputs, complete=False,
             segments=[{"index": s.index, "global_stage": s.global_stage.name if s.global_stage else None,
                        "stages": [st.name for st, _, _ in s.stages]} for s in segments],
             tasks=self.manifest.get("tasks", {}), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            output_schema=self.schemas.describe(),
         )
         from curate.pool import WorkerPool
 
@@ -243,7 +246,18 @@ class Runner:
             global_workdir=workdir, docs_dir=docs_dir, rejects_dir=self._path("rejects"),
             stats_dir=self._path("stats"), batch_rows=self.config.run.batch_rows,
             shard_rows=self.config.run.shard_rows,
+            docs_schema=self.schemas.docs if final else None, rejects_schema=self.schemas.rejects,
         )
+
+    def _output_schemas(self, readers, inputs: list[dict], segments: list[Segment]) -> OutputSchemas:
+        """One schema for docs/ and one for rejects/, planned now; a resumed run must plan the same."""
+        paths = {entry["source"]: [f["path"] for f in entry["files"]] for entry in inputs}
+        schemas = plan_output_schemas(self.config, readers, paths, segments)
+        before = self.manifest.get("output_schema")
+        if before is not None and before != schemas.describe():
+            raise OutputConflict("holds shards of another output schema (written by another curate version?); "
+                                 "use --overwrite to start again, or choose another --output", file=self.output)
+        return schemas
 
     def _run_global(self, segment: Segment, pool, summary: RunSummary) -> list[Task] | None:
         """Run a global stage over the previous segment's shards; returns the next segment's tasks."""

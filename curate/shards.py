@@ -30,8 +30,10 @@ class ShardWriter:
     part starts, so one odd batch never fails a task.
     """
 
-    def __init__(self, directory: str, stem: str, *, max_rows: int = 200_000, compression: str = "zstd"):
+    def __init__(self, directory: str, stem: str, *, max_rows: int = 200_000, compression: str = "zstd",
+                 schema: pa.Schema | None = None):
         self.directory, self.stem = directory, stem
+        self.schema = schema  # the run's one schema for this folder: every table is conformed to it
         self.max_rows, self.compression = max_rows, compression
         self.parts: list[str] = []
         self._tmp: dict[str, str] = {}
@@ -55,6 +57,10 @@ class ShardWriter:
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        if self.schema is not None:
+            from curate.output_schema import conform_to
+
+            table = conform_to(table, self.schema)
         table = _normalize_nulls(table)
         if self._writer is not None and self._rows_in_part < self.max_rows and not table.schema.equals(self._writer.schema):
             table = _cast_or_none(table, self._writer.schema) or table

@@ -8,6 +8,7 @@ turning an exception into a quarantined reject) lives once, in the runner.
     @register
     class ShortDocs(Stage):
         name = "short_docs"
+        outputs = (pa.field("char_count", pa.int32()),)  # the columns it adds, with their types
 
         @dataclass
         class Params:
@@ -18,6 +19,10 @@ turning an exception into a quarantined reject) lives once, in the runner.
             table = table.append_column("char_count", chars)
             reasons = pc.if_else(pc.less(chars, self.params.min_chars), "too-short", None)
             return StageResult(table, reasons)
+
+Every column a stage adds is declared in ``outputs``: the runner plans the run's one output
+schema from the declarations (curate.output_schema), and a stage that returns an undeclared
+column, or a declared one of another type, fails its task naming the stage and the column.
 
 A global stage (dedup) sees all documents of a run: it is an explicit job with
 its own steps (``run``) followed by a per-document ``apply``.
@@ -55,6 +60,11 @@ class Stage:
     Params: ClassVar[type] = dataclass(type("Params", (), {}))
     #: Columns this stage needs (checked before the run starts).
     requires: ClassVar[tuple[str, ...]] = ("text",)
+    #: Columns this stage adds (or rewrites with a new type), with their Arrow types. The run's one
+    #: output schema is planned from them (curate.output_schema); an undeclared column fails the task.
+    outputs: ClassVar[tuple[pa.Field, ...]] = ()
+    #: Columns this stage removes (extract drops the reader's ``html``).
+    drops: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
@@ -74,6 +84,10 @@ class Stage:
 
     def process(self, table: pa.Table) -> StageResult:
         raise NotImplementedError
+
+    def output_fields(self) -> list[pa.Field]:
+        """The columns this stage adds with its parameters: ``outputs``, unless a stage overrides it."""
+        return list(self.outputs)
 
     def describe(self) -> dict:
         return {"name": self.name, "params": dataclasses.asdict(self.params)}

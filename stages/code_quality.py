@@ -15,12 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.readers.code import code_signals
+from curate.readers.code import SIGNAL_FIELDS, code_signals
 from curate.stage import Stage, StageResult
 from curate.stages.textstats import first_reason, numpy_column, text_column
 
 class CodeQuality(Stage):
     name = "code_quality"
+    #: The code reader's measures, computed here for rows that come without them (same types).
+    outputs = tuple(f for f in SIGNAL_FIELDS if f.name in ("max_line_length", "avg_line_length",
+                                                          "alphanum_fraction", "auto_generated"))
 
     @dataclass
     class Params:

@@ -417,6 +417,7 @@ class MinHashDedup(GlobalStage):
     name = "dedup"
     Params = DedupParams
     requires = (ID, TEXT)
+    outputs = tuple(DECISION_SCHEMA.field(n) for n in ("dup_cluster_id", "dup_cluster_size", "dup_of"))
 
     def __init__(self, params: DedupParams | None = None):
         super().__init__(params)

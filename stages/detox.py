@@ -293,6 +293,16 @@ def with_traditional(terms: list[str]) -> list[str]:
 class Detox(Stage):
     name = "detox"
     Params = DetoxParams
+    outputs = (pa.field("toxic_score", pa.float32()), pa.field("toxic_count", pa.int32()),
+               pa.field("toxic_terms", pa.list_(pa.string())), pa.field("toxic_prob", pa.float32()),
+               pa.field("url_blocked", pa.bool_()))
+
+    def output_fields(self) -> list[pa.Field]:
+        """The word-list signals; ``toxic_prob`` with a model, ``url_blocked`` with a blocklist."""
+        p = self.params
+        unused = {"toxic_prob"} if not p.model else set()
+        unused |= {"url_blocked"} if not (p.blocked_domains or p.url_blocklists) else set()
+        return [f for f in self.outputs if f.name not in unused]
 
     def setup(self) -> None:
         terms, allowed = load_terms(self.params)

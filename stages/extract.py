@@ -213,6 +213,14 @@ class Extract(Stage):
     name = "extract"
     Params = ExtractParams
     requires = ()
+    outputs = (pa.field("title", pa.string()), pa.field("precheck_lang", pa.string()),
+               pa.field("precheck_score", pa.float32()), pa.field("extract_seconds", pa.float32()))
+    drops = ("html",)
+
+    def output_fields(self) -> list[pa.Field]:
+        """``precheck_*`` only with ``only_languages``."""
+        unused = () if self.params.only_languages else ("precheck_lang", "precheck_score")
+        return [f for f in self.outputs if f.name not in unused]
 
     def setup(self) -> None:
         p = self.params

@@ -134,6 +134,9 @@ def segment_shares(text: str, segment_chars: int, max_segments: int, max_chars: 
 
 class LangId(Stage):
     name = "langid"
+    outputs = (pa.field("lang", pa.string()), pa.field("lang_score", pa.float32()),
+               pa.field("lang_runner_up", pa.string()), pa.field("lang_runner_up_share", pa.float32()),
+               pa.field("cjk_ratio", pa.float32()))
 
     @dataclass
     class Params:

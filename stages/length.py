@@ -29,6 +29,7 @@ class Length(Stage):
 
     name = "length"
     Params = LengthParams
+    outputs = (pa.field("char_count", pa.int64()),)
 
     def process(self, table: pa.Table) -> StageResult:
         text = table["text"].fill_null("")

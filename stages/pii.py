@@ -307,6 +307,11 @@ def redact(text: str, types: list[str] | tuple[str, ...] = TYPES) -> tuple[str, 
 class Pii(Stage):
     name = "pii"
     Params = PiiParams
+    outputs = tuple(pa.field(f"pii_{kind}", pa.int32()) for kind in TYPES)
+
+    def output_fields(self) -> list[pa.Field]:
+        """A count per replaced type, for the types chosen."""
+        return [f for f in self.outputs if f.name[len("pii_"):] in self.params.types]
 
     def setup(self) -> None:
         self.kinds = [k for k in TYPES if k in self.params.types]

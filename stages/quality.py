@@ -42,6 +42,7 @@ def pareto_keep(scores: np.ndarray, ids: list[str], alpha: float = 9.0, seed: in
 
 class QualityClassifier(Stage):
     name = "quality"
+    outputs = (pa.field("quality_score", pa.float32()),)
 
     @dataclass
     class Params:

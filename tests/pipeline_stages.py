@@ -22,6 +22,7 @@ class ExplodeOnMarker(Stage):
 
     name = "explode"
     Params = ExplodeParams
+    outputs = (pa.field("explode_checked", pa.bool_()),)
 
     def process(self, table: pa.Table) -> StageResult:
         if pc.any(pc.match_substring(table["text"], self.params.marker)).as_py():
@@ -39,6 +40,7 @@ class Slow(Stage):
 
     name = "slow"
     Params = SlowParams
+    outputs = (pa.field("worker_pid", pa.int64()),)
 
     def process(self, table: pa.Table) -> StageResult:
         time.sleep(self.params.seconds_per_batch)

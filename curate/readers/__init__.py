@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Iterator
 import pyarrow as pa
 
 from curate.params import ConfigError, build_params
+from curate.schema import CORE_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Reader:
     whole_directories: ClassVar[bool] = False
     #: Rows per yielded batch.
     batch_rows: ClassVar[int] = 1000
+    #: The columns of the documents it yields, core ones first (the run's output schema is planned from it).
+    schema: ClassVar[pa.Schema] = CORE_SCHEMA
 
     def __init__(self, source: str, options: Any = None):
         self.source = source
@@ -80,6 +83,10 @@ class Reader:
 
     def read(self, task: Task) -> Iterator[ReadBatch]:
         raise NotImplementedError
+
+    def output_fields(self, paths: list[str]) -> list[pa.Field]:
+        """The columns of the documents read from ``paths``: ``schema``, unless they depend on the input."""
+        return list(self.schema)
 
     def describe(self) -> dict:
         return {"format": self.format, "options": dataclasses.asdict(self.options)}

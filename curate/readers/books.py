@@ -104,6 +104,7 @@ class BookOptions:
 class BookReader(Reader):
     format = "txt"
     Options = BookOptions
+    schema = SCHEMA
     suffixes = (".txt", ".txt.gz")
 
     def read(self, task: Task) -> Iterator[ReadBatch]:

@@ -291,6 +291,7 @@ def safe_member_path(name: str) -> str | None:
 class CodeReader(Reader):
     format = "code"
     Options = CodeOptions
+    schema = SCHEMA
     whole_directories = True
 
     def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:

@@ -32,6 +32,7 @@ class HtmlOptions:
 class HtmlFileReader(Reader):
     format = "html"
     Options = HtmlOptions
+    schema = HTML_SCHEMA
     suffixes = (".html", ".htm", ".xhtml", ".html.gz", ".htm.gz", ".xhtml.gz")
 
     def read(self, task: Task) -> Iterator[ReadBatch]:

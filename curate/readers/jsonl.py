@@ -42,6 +42,12 @@ class JsonlReader(Reader):
     Options = JsonlOptions
     suffixes = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson", ".ndjson.gz")
 
+    def output_fields(self, paths: list[str]) -> list[pa.Field]:
+        """The core columns, then ``keep_fields`` as strings (nested values are kept as JSON text)."""
+        core = list(self.schema)
+        return core + [pa.field(n, pa.string()) for n in dict.fromkeys(self.options.keep_fields)
+                       if n not in {f.name for f in core}]
+
     def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
         tasks = []
         for path in paths:

@@ -32,6 +32,25 @@ class ParquetReader(Reader):
     Options = ParquetOptions
     suffixes = (".parquet",)
 
+    def output_fields(self, paths: list[str]) -> list[pa.Field]:
+        """The core columns, then each of ``keep_fields`` that the files hold, with its type in them."""
+        core = list(self.schema)
+        types: dict[str, tuple[pa.DataType, str]] = {}
+        for path in paths:
+            try:
+                schema = pq.read_schema(path)
+            except Exception:  # noqa: BLE001 - unreadable: its task reports the error
+                continue
+            for name in self.options.keep_fields:
+                if name not in schema.names or name in types and types[name][0] == schema.field(name).type:
+                    continue
+                if name in types:
+                    raise ValueError(f"keep_fields: column {name!r} is {types[name][0]} in {types[name][1]} but "
+                                     f"{schema.field(name).type} in {path}: one column, one type")
+                types[name] = (schema.field(name).type, path)
+        return core + [pa.field(n, types[n][0]) for n in dict.fromkeys(self.options.keep_fields)
+                       if n in types and n not in {f.name for f in core}]
+
     def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
         tasks = []
         for path in paths:

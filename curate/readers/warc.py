@@ -47,7 +47,7 @@ REJECT_PREVIEW_CHARS = 20_000
 WARC_SCHEMA = pa.schema([
     *CORE_FIELDS,
     pa.field("html", pa.string()),
-    pa.field("fetch_time", pa.timestamp("s", tz="UTC")),
+    pa.field("fetch_time", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit: ms is what lands
     pa.field("warc_record_id", pa.string()),
     pa.field("content_type", pa.string()),
     pa.field("http_status", pa.int32()),
@@ -253,6 +253,7 @@ class WetReader(Reader):
 
     format = "wet"
     Options = WetOptions
+    schema = WET_SCHEMA
     suffixes = (".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
 
     def read(self, task: Task) -> Iterator[ReadBatch]:
