@@ -127,6 +127,7 @@ class TrainConfig:
     threads: int = 0
     """CPU threads per rank (torch.set_num_threads); 0: torch's default."""
     eval_every: int = 500
+    """Validation every this many steps and at the end; 0: never (throughput benchmarks)."""
     eval_samples: int = 128
     """Held-out samples per mixture component for each validation."""
     checkpoint_every: int = 500
@@ -139,15 +140,15 @@ class TrainConfig:
     """Also write TensorBoard events to RUN/tensorboard when tensorboard is installed."""
 
     def validate(self) -> None:
-        positive = ("global_batch_tokens", "micro_batch", "eval_every", "eval_samples", "checkpoint_every",
-                    "keep_checkpoints", "log_every")
+        positive = ("global_batch_tokens", "micro_batch", "eval_samples", "checkpoint_every", "keep_checkpoints",
+                    "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
         for name in ("max_steps", "seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
-        for name in ("warmup_steps", "embeddings_only_steps", "threads", "seed"):
+        for name in ("warmup_steps", "embeddings_only_steps", "threads", "seed", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")
         if not (0 < self.lr < 1 and math.isfinite(self.lr)):

@@ -81,6 +81,8 @@ def setup_device(config: TrainConfig) -> Ranks:
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 matmuls left outside autocast
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     if config.threads:
@@ -412,7 +414,7 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
                            "tokens_per_s": tokens_per_s, "mfu": step_mfu, "mem_gb": _memory_gb(ranks.device),
                            "time": time.time()})
             bar.update(done_steps, loss_value, tokens_per_s, step_mfu)
-            if done_steps % config.eval_every == 0 or done_steps == max_steps:
+            if config.eval_every and (done_steps % config.eval_every == 0 or done_steps == max_steps):
                 last_val = evaluate(done_steps)
                 if last_val:
                     bar.note(f"step {done_steps} val " + "  ".join(f"{k} {v:.4f}" for k, v in last_val.items()))
