@@ -81,6 +81,11 @@ def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = Fa
             console.print("  " + " | ".join("" if v is None else str(v)[:70] for v in row))
     code = tokenizer_steps(directory, output, workers)
     if code == 0:
+        from curate.mixtures.demo import mixture_step
+
+        console.rule(f"[bold]6. curate mix {directory}/mixture.yaml --output {directory}/mix")
+        code = mixture_step(directory, console)
+    if code == 0:
         from curate.dashboards.demo import report_step
 
         code = report_step(directory, output, console)
