@@ -105,7 +105,8 @@ def test_tokenize_curated_run(model_path, shared_data, tmp_path, ray_cluster):
     run = _curated_run(tmp_path / "run", rows, shards=3)
     output = str(tmp_path / "tokens")
     summary = tokenize_corpus(model_path, input_files([run]), output, TokenizeParams(workers=2))
-    assert summary["tasks"] == summary["tasks_run"] == 3 and summary["docs"] == len(rows)
+    assert summary["tasks"] == summary["tasks_run"] == 3 and summary["docs_this_run"] == len(rows)
+    assert summary["docs_total"] == len(rows) and summary["tasks_total"] == 3
     with open(os.path.join(output, "meta.json")) as f:
         meta = json.load(f)
     assert meta["dtype"] == "uint16" and meta["eos_id"] == 2 and meta["vocab_size"] == 6000
@@ -147,11 +148,16 @@ def test_resume_after_partial_run_and_crash(model_path, shared_data, tmp_path, r
         f.write(b"partial")
     second = tokenize_corpus(model_path, files, output, TokenizeParams(workers=2))
     assert second["tasks_done_before"] == 1 and second["tasks_run"] == 3
+    # a resumed run reports its own work and what the folder now holds in all
+    assert second["docs_total"] == len(rows) > second["docs_this_run"] > 0
+    assert second["tokens_total"] == int(stats_table(output)["tokens"].to_numpy().sum()) > second["tokens_this_run"]
+    assert second["tasks_total"] == 4
     assert not os.path.exists(stale)
     untouched = [p for p in done_before if task not in p]
     assert untouched and all(os.stat(p).st_mtime_ns == done_before[p] for p in untouched)
     third = tokenize_corpus(model_path, files, output, TokenizeParams(workers=2))
     assert third["tasks_run"] == 0 and third["tasks_done_before"] == 4
+    assert third["docs_this_run"] == 0 and third["docs_total"] == len(rows)
     clean = str(tmp_path / "clean")
     tokenize_corpus(model_path, files, clean, TokenizeParams(workers=2))
     assert _load_all(output) == _load_all(clean)
@@ -216,7 +222,7 @@ def test_bad_inputs_and_cli_errors(model_path, tmp_path, ray_cluster):
     jsonl.write_text('{"id": "a", "text": "fine"}\n{not json\n{"id": "b"}\n{"id": "c", "text": 5}\n')
     output = str(tmp_path / "tokens")
     summary = tokenize_corpus(model_path, input_files([str(jsonl)]), output, TokenizeParams(workers=1))
-    assert summary["docs"] == 1
+    assert summary["docs_this_run"] == summary["docs_total"] == 1
     assert sum(summary["skipped"].values()) == 3
     runner = CliRunner()
     other = tmp_path / "other.model"

@@ -153,3 +153,91 @@ def test_refuses_unigram_base_and_cli(shared_data, base_model, tmp_path):
                                        "--output", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["added"] > 1000
+
+
+def _added(base_path: str, model_path: str) -> list[str]:
+    base, merged = _proto(base_path), _proto(model_path)
+    return [p.piece for p in merged.pieces[len(base.pieces):]]
+
+
+def test_pieces_are_short_and_their_lengths_reported(base_model, extended):
+    """No memorised phrase: every new piece has at most max_piece_chars characters (Chinese-LLaMA: 99.3% <= 4)."""
+    output, report = extended
+    added = _added(base_model, os.path.join(output, "tokenizer.model"))
+    lengths = [len(p.lstrip(SPACE)) for p in added]
+    assert max(lengths) <= ExtendParams().max_piece_chars == 4
+    histogram = report["added_by_length"]
+    assert {int(k): v for k, v in histogram.items()} == {n: lengths.count(n) for n in sorted(set(lengths))}
+    assert sum(histogram.values()) == report["added"] and histogram["2"] > histogram.get("4", 0)
+    assert report["sample"]["script_chars"] >= report["sample"]["script_chars_needed"] == 8000 * 50
+
+
+def test_small_sample_refused_with_what_it_needs(base_model, shared_data, tmp_path):
+    """Ten Wikipedia paragraphs cannot support 20,000 pieces: refused, saying how much text the size needs."""
+    with open(shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl", encoding="utf-8") as f:
+        ten = [next(f) for _ in range(10)]
+    sample = tmp_path / "ten.jsonl"
+    sample.write_text("".join(ten), encoding="utf-8")
+    runner = CliRunner()
+    refused = runner.invoke(tokenizer_cli, ["extend", "--base", base_model, "--input", str(sample),
+                                            "--output", str(tmp_path / "x")])
+    assert refused.exit_code == 1, refused.output
+    assert "needs at least 1,000,000" in refused.output and "--min-chars-per-piece 0" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    # forced: it extends, still with short pieces only
+    forced = runner.invoke(tokenizer_cli, ["extend", "--base", base_model, "--input", str(sample),
+                                           "--min-chars-per-piece", "0", "--output", str(tmp_path / "forced")])
+    assert forced.exit_code == 0, forced.output
+    report = json.loads(forced.output)
+    added = _added(base_model, str(tmp_path / "forced" / "tokenizer.model"))
+    assert added and max(len(p.lstrip(SPACE)) for p in added) <= 4
+    assert max(int(k) for k in report["added_by_length"]) <= 4
+
+
+@pytest.fixture(scope="module")
+def curated_mixed(shared_data, tmp_path_factory) -> str:
+    """A curated run: Chinese Wikipedia (zh), English book paragraphs (en), code without a language whose
+    comments are Chinese made of characters the Wikipedia text never uses."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("curated")
+    with open(shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl", encoding="utf-8") as f:
+        zh = [json.loads(line)["text"] for line in f]
+    with open(shared_data / "books" / "gutenberg" / "pg11-0.txt", encoding="utf-8-sig") as f:
+        en = [p for p in f.read().replace("\r\n", "\n").split("\n\n") if len(p) > 200][:200]
+    seen = set("".join(zh))
+    rare = [chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in seen][:40]
+    comment = "".join(rare)
+    code = [f"# {comment}\ndef f{i}(x):\n    return x  # {comment}\n" * 20 for i in range(60)]
+    texts, langs = zh + en + code, ["zh"] * len(zh) + ["en"] * len(en) + [None] * len(code)
+    (root / "docs").mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "source": ["web"] * len(texts),
+                             "lang": langs, "text": texts}), root / "docs" / "part-0.parquet")
+    return str(root), rare
+
+
+def test_rows_without_language_never_enter_the_sample(base_model, curated_mixed, tmp_path):
+    run, rare = curated_mixed
+    result = CliRunner().invoke(tokenizer_cli, ["extend", "--base", base_model, "--input", run, "--vocab-size", "4000",
+                                                "--output", str(tmp_path / "zh")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["documents_by_lang"]["none"] == 60 and report["documents_by_lang"]["zh"] > 500
+    chinese = {p.piece for p in _proto(str(tmp_path / "zh" / "chinese.model")).pieces}
+    assert not any(ch in piece for piece in chinese for ch in rare)
+
+
+def test_language_without_documents_or_pieces_is_an_error(base_model, curated_mixed, tmp_path):
+    run, _ = curated_mixed
+    runner = CliRunner()
+    french = runner.invoke(tokenizer_cli, ["extend", "--base", base_model, "--input", run, "--lang", "fr",
+                                           "--output", str(tmp_path / "fr")])
+    assert french.exit_code == 1
+    assert "no documents with lang 'fr'" in french.output and "zh " in french.output and "none 60" in french.output
+    # English documents hold no Han character: nothing could be added, which must not pass as success
+    english = runner.invoke(tokenizer_cli, ["extend", "--base", base_model, "--input", run, "--lang", "en",
+                                            "--vocab-size", "300", "--min-chars-per-piece", "0",
+                                            "--output", str(tmp_path / "en")])
+    assert english.exit_code == 1 and "no piece to add" in english.output, english.output
+    assert not (tmp_path / "en" / "tokenizer.model").exists()

@@ -172,3 +172,68 @@ def test_cli_exit_codes(books, tmp_path):
     empty.write_text("\n\n   \n")
     failed = runner.invoke(tokenizer_cli, ["train", "--input", str(empty), "--output", str(tmp_path / "e")])
     assert failed.exit_code == 1 and "no training text" in failed.output
+
+
+def test_run_output_without_documents_says_so(tmp_path):
+    """A run that kept nothing has stats and rejects but no docs: they are never read as text."""
+    run = tmp_path / "run"
+    for folder in ("docs", "stats", "rejects"):
+        (run / folder).mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    pq.write_table(pa.table({"task_id": ["t"], "docs_in": [2], "docs_out": [0]}), str(run / "stats" / "t.parquet"))
+    pq.write_table(pa.table({"id": ["a"], "text": ["rejected text " * 50], "reject_reason": ["length:too-short"]}),
+                   str(run / "rejects" / "t.length.parquet"))
+    result = CliRunner().invoke(tokenizer_cli, ["train", "--input", str(run), "--vocab-size", "300",
+                                                "--output", str(tmp_path / "tok")])
+    assert result.exit_code == 1
+    assert "no documents" in result.output and "stats" not in result.output.split("(")[0]
+    assert not (tmp_path / "tok" / "tokenizer.model").exists()
+    docs_only = CliRunner().invoke(tokenizer_cli, ["train", "--input", str(run / "docs"), "--output", str(tmp_path / "t")])
+    assert docs_only.exit_code == 1 and "no documents" in docs_only.output
+
+
+def test_an_input_read_error_is_one_line(tmp_path):
+    """A file that fails while SentencePiece reads the sample: its own error, not the trainer's trace."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps({"text": "some text " * 40}) + "\n")
+    (folder / "b.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
+    result = CliRunner().invoke(tokenizer_cli, ["train", "--input", str(folder), "--vocab-size", "300",
+                                                "--output", str(tmp_path / "tok")])
+    assert result.exit_code == 1
+    assert "b.parquet" in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("command", ["train", "extend", "export-hf", "tokenize"])
+def test_every_option_has_help_and_shows_its_default(command):
+    import click
+
+    from curate.tokenizers.cli import tokenize_command
+
+    group = click.Group(commands={"tokenize": tokenize_command, **tokenizer_cli.commands})
+    cmd = group.commands[command]
+    text = CliRunner().invoke(group, [command, "--help"], terminal_width=200).output
+    for param in cmd.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        assert param.help, f"{command} {param.opts[0]}: no help text"
+        if not (param.required or param.multiple or param.default is None):
+            assert param.show_default, f"{command} {param.opts[0]}: default not shown"
+            line = next(line for line in text.splitlines() if line.lstrip().split(" ")[0] == param.opts[0])
+            block = text[text.index(line):].split("\n  -")[0]
+            assert "[default: " in block, f"{command} {param.opts[0]}"
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from curate.tokenizers.extend import ExtendParams
+
+    expected = {"train": TrainParams(), "extend": ExtendParams()}
+    for command, params in expected.items():
+        for param in tokenizer_cli.commands[command].params:
+            name = param.name.replace("sample_mb", "sample_bytes")
+            if name in ("byte_fallback", "split_digits", "vocab_size", "heldout_fraction", "character_coverage",
+                        "threads", "seed", "pad_id", "lang", "max_piece_chars", "min_chars_per_piece", "model_type",
+                        "normalization"):
+                assert param.default == getattr(params, name), (command, name)
+            elif name == "sample_bytes":
+                assert param.default * (1 << 20) == params.sample_bytes

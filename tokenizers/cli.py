@@ -12,6 +12,7 @@ import sys
 import click
 
 from curate.params import ConfigError, build_params
+from curate.tokenizers.params import ExtendParams, TrainParams
 
 FORMAT_CHOICE = click.Choice(["auto", "curated", "parquet", "jsonl", "txt"])
 
@@ -69,30 +70,59 @@ def tokenizer() -> None:
     """Train, extend and export SentencePiece tokenizers."""
 
 
+def _default(cls, name: str):
+    """A Params dataclass field's default: the CLI shows the value the library uses, from one place."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def _T(name: str):
+    return _default(TrainParams, name)
+
+
+def _E(name: str):
+    return _default(ExtendParams, name)
+
+
+FORMAT_HELP = "Input format; auto: a curate run dir is read as curated output, files by their suffix."
+
+
 @tokenizer.command("train")
 @click.option("--input", "inputs", multiple=True, help="Curated run dir, or files/dirs/globs (repeatable).")
 @click.argument("more_inputs", nargs=-1)
-@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help=FORMAT_HELP)
 @click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
 @click.option("--output", required=True, help="Folder for tokenizer.model, tokenizer.vocab, report.json.")
-@click.option("--vocab-size", type=int, default=32000, show_default=True)
-@click.option("--model-type", type=click.Choice(["bpe", "unigram"]), default="bpe", show_default=True)
-@click.option("--sample-mb", type=float, default=1024, show_default=True, help="Text sampled for training.")
-@click.option("--source-weight", multiple=True, help="SOURCE=WEIGHT share of the sample (repeatable).")
-@click.option("--heldout-fraction", type=float, default=None)
-@click.option("--character-coverage", type=float, default=None)
-@click.option("--special-token", multiple=True, help="User-defined symbol, one token each (repeatable).")
-@click.option("--normalization", type=click.Choice(["identity", "nfkc", "nmt_nfkc"]), default=None)
-@click.option("--byte-fallback/--no-byte-fallback", default=None)
-@click.option("--split-digits/--no-split-digits", default=None)
-@click.option("--pad-id", type=int, default=None, help="-1: no padding token.")
-@click.option("--threads", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--vocab-size", type=int, default=_T("vocab_size"), show_default=True, help="Pieces in the model.")
+@click.option("--model-type", type=click.Choice(["bpe", "unigram"]), default=_T("model_type"), show_default=True,
+              help="SentencePiece algorithm (LLaMA: bpe).")
+@click.option("--sample-mb", type=float, default=_T("sample_bytes") / (1 << 20), show_default=True,
+              help="MB of text sampled for training.")
+@click.option("--source-weight", multiple=True, metavar="SOURCE=WEIGHT",
+              help="Share of the sample for a source (repeatable); default: each source's share of the corpus.")
+@click.option("--heldout-fraction", type=float, default=_T("heldout_fraction"), show_default=True,
+              help="Documents kept out of training for the bytes-per-token report.")
+@click.option("--character-coverage", type=float, default=_T("character_coverage"), show_default=True,
+              help="Share of characters the vocabulary covers; the rest go through byte fallback.")
+@click.option("--special-token", multiple=True, help="User-defined symbol, always one token (repeatable); default none.")
+@click.option("--normalization", type=click.Choice(["identity", "nfkc", "nmt_nfkc"]), default=_T("normalization"),
+              show_default=True, help="Unicode normalization (identity: the text is not rewritten).")
+@click.option("--byte-fallback/--no-byte-fallback", default=_T("byte_fallback"), show_default=True,
+              help="Encode characters outside the vocabulary as UTF-8 byte pieces (no <unk>).")
+@click.option("--split-digits/--no-split-digits", default=_T("split_digits"), show_default=True,
+              help="One digit per token.")
+@click.option("--pad-id", type=int, default=_T("pad_id"), show_default=True, help="Id of <pad>; -1: no padding token.")
+@click.option("--threads", type=int, default=_T("threads"), show_default=True, help="Trainer threads; 0: every core.")
+@click.option("--seed", type=int, default=_T("seed"), show_default=True, help="Seed of the sample and the shuffling.")
 def train_command(inputs, more_inputs, fmt, source, output, vocab_size, model_type, sample_mb, source_weight,
                   heldout_fraction, character_coverage, special_token, normalization, byte_fallback, split_digits,
                   pad_id, threads, seed) -> None:
     """Train a SentencePiece tokenizer (LLaMA-like settings) on a sample of the input."""
-    from curate.tokenizers.train import TrainParams, train_tokenizer
+    from curate.tokenizers.train import train_tokenizer
 
     params = _params(TrainParams, {
         "vocab_size": vocab_size, "model_type": model_type, "sample_bytes": int(sample_mb * (1 << 20)),
@@ -105,28 +135,39 @@ def train_command(inputs, more_inputs, fmt, source, output, vocab_size, model_ty
 
 
 @tokenizer.command("extend")
-@click.option("--base", required=True, type=click.Path(exists=True, dir_okay=False), help="Base BPE tokenizer.model.")
-@click.option("--input", "inputs", multiple=True, help="Chinese text: curated run dir (lang zh) or files.")
+@click.option("--base", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The base SentencePiece BPE tokenizer.model (its ids stay as they are).")
+@click.option("--input", "inputs", multiple=True,
+              help="Chinese text: a curated run dir (its --lang documents) or files/dirs/globs (repeatable).")
 @click.argument("more_inputs", nargs=-1)
-@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
-@click.option("--source", default="input", show_default=True)
-@click.option("--english", multiple=True, help="English held-out text for the identity check (repeatable).")
-@click.option("--output", required=True)
-@click.option("--vocab-size", type=int, default=20000, show_default=True, help="Of the Chinese model.")
-@click.option("--scripts", default=None, help="Comma-separated script set (default han,cjk_punct).")
-@click.option("--lang", default=None, help="Document language to train on with curated input (default zh).")
-@click.option("--sample-mb", type=float, default=None)
-@click.option("--threads", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-def extend_command(base, inputs, more_inputs, fmt, source, english, output, vocab_size, scripts, lang, sample_mb,
-                   threads, seed) -> None:
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help=FORMAT_HELP)
+@click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
+@click.option("--english", multiple=True,
+              help="English held-out text for the identity check (repeatable); default: the curated run's en documents.")
+@click.option("--output", required=True, help="Folder for tokenizer.model, tokenizer.vocab, chinese.model, report.json.")
+@click.option("--vocab-size", type=int, default=_E("vocab_size"), show_default=True,
+              help="Pieces of the Chinese model trained on the input (needs --min-chars-per-piece characters each).")
+@click.option("--scripts", default=",".join(_E("scripts")), show_default=True,
+              help="Comma-separated scripts a new piece's characters must be in (han, cjk_punct, bopomofo, kana).")
+@click.option("--lang", default=_E("lang"), show_default=True,
+              help="With curated input, train on documents whose lang starts with this; plain inputs are taken whole.")
+@click.option("--max-piece-chars", type=int, default=_E("max_piece_chars"), show_default=True,
+              help="Longest new piece in characters; longer ones are mostly phrases the sample repeated.")
+@click.option("--min-chars-per-piece", type=float, default=_E("min_chars_per_piece"), show_default=True,
+              help="Refuse a sample with fewer characters of the scripts per asked piece; 0: no check.")
+@click.option("--sample-mb", type=float, default=_E("sample_bytes") / (1 << 20), show_default=True,
+              help="MB of text sampled for training.")
+@click.option("--threads", type=int, default=_E("threads"), show_default=True, help="Trainer threads; 0: every core.")
+@click.option("--seed", type=int, default=_E("seed"), show_default=True, help="Seed of the sample and the shuffling.")
+def extend_command(base, inputs, more_inputs, fmt, source, english, output, vocab_size, scripts, lang,
+                   max_piece_chars, min_chars_per_piece, sample_mb, threads, seed) -> None:
     """Append Chinese pieces to a SentencePiece BPE tokenizer; base ids and English tokenization unchanged."""
-    from curate.tokenizers.extend import ExtendParams, extend_tokenizer
+    from curate.tokenizers.extend import extend_tokenizer
 
     params = _params(ExtendParams, {
-        "vocab_size": vocab_size, "scripts": scripts.split(",") if scripts else None, "lang": lang,
-        "sample_bytes": int(sample_mb * (1 << 20)) if sample_mb is not None else None, "threads": threads,
-        "seed": seed}, "tokenizer.extend")
+        "vocab_size": vocab_size, "scripts": [s.strip() for s in scripts.split(",") if s.strip()], "lang": lang,
+        "max_piece_chars": max_piece_chars, "min_chars_per_piece": min_chars_per_piece,
+        "sample_bytes": int(sample_mb * (1 << 20)), "threads": threads, "seed": seed}, "tokenizer.extend")
     files = _files(_inputs(inputs, more_inputs), fmt, source)
     english_files = _files(list(english), "auto", "english") if english else None
     _print(_run(lambda: extend_tokenizer(base, files, output, params, english_files)))
@@ -193,7 +234,7 @@ def export_nanogpt_command(tokens_dir, output, val_fraction, dtype, sources) -> 
               help="tokenizer.model, or a folder holding one.")
 @click.option("--input", "inputs", multiple=True, help="Curated run dir, or files/dirs/globs (repeatable).")
 @click.argument("more_inputs", nargs=-1)
-@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help=FORMAT_HELP)
 @click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
 @click.option("--output", required=True, help="Folder of token shards (rerun to resume).")
 @click.option("--workers", type=int, default=0, show_default=True, help="Parallel tasks; 0: every core.")

@@ -54,6 +54,8 @@ class ReadCounts:
     """What reading skipped, by reason (documents with no text, undecodable files ...)."""
 
     skipped: Counter = field(default_factory=Counter)
+    langs: Counter = field(default_factory=Counter)
+    """Documents seen per ``lang`` ("none" when missing) where a language filter applied, before it."""
 
 
 def is_curated(path: str) -> bool:
@@ -63,6 +65,18 @@ def is_curated(path: str) -> bool:
     docs = os.path.join(path, "docs")
     return bool(glob.glob(os.path.join(docs, "*.parquet"))) or (
         os.path.basename(os.path.normpath(path)) == "docs" and bool(glob.glob(os.path.join(path, "*.parquet"))))
+
+
+def is_run_output(path: str) -> bool:
+    """A curate run directory (``manifest.json``, or ``docs`` and ``stats`` folders), or the ``docs`` folder
+    of one, whether or not any document was kept: its stats and rejects are never text to read."""
+    if not os.path.isdir(path):
+        return False
+    if os.path.isfile(os.path.join(path, "manifest.json")) or all(
+            os.path.isdir(os.path.join(path, name)) for name in ("docs", "stats")):
+        return True
+    parent = os.path.dirname(os.path.abspath(path))
+    return os.path.basename(os.path.normpath(path)) == "docs" and os.path.isfile(os.path.join(parent, "manifest.json"))
 
 
 def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> list[InputFile]:
@@ -85,6 +99,9 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
                 docs = os.path.join(match, "docs") if os.path.isdir(os.path.join(match, "docs")) else match
                 found += [InputFile(p, "curated", "") for p in sorted(glob.glob(os.path.join(docs, "*.parquet")))]
                 continue
+            if fmt in ("auto", "curated") and is_run_output(match):
+                raise InputError(f"{match}: a curate output with no documents (no docs/*.parquet: every document "
+                                 "was rejected, or the run has not finished; `curate stats` shows why)")
             if fmt == "curated":
                 raise InputError(f"{match}: not a curate output directory (no docs/*.parquet)")
             files = [match]
@@ -287,7 +304,10 @@ def sample_documents(files: list[InputFile], *, sample_bytes: int, heldout_fract
     the rest is sampled per source at the rate that gives each source its share
     of ``sample_bytes``: its ``source_weights`` entry (normalized), or its share
     of the corpus bytes when no weights are given. ``lang_prefix`` keeps only
-    documents whose ``lang`` starts with it (documents without ``lang`` are kept).
+    the curated documents whose ``lang`` starts with it: documents without a
+    ``lang`` (code, inputs langid did not label) are left out, and
+    ``counts.langs`` tallies every curated document's language so that an empty
+    selection can say what there was. Plain inputs are taken whole.
     """
     sizes = source_bytes(files)
     weights = dict(source_weights or {})
@@ -309,9 +329,11 @@ def sample_documents(files: list[InputFile], *, sample_bytes: int, heldout_fract
         taken: Counter = Counter()
         for item in files:
             for table in read_documents(item, counts, text_field):
-                if lang_prefix is not None:
+                if lang_prefix is not None and item.format == "curated":
                     lang = table["lang"]
-                    keep = pc.or_(pc.is_null(lang), pc.starts_with(lang.fill_null(""), lang_prefix)).fill_null(True)
+                    if counts is not None:
+                        counts.langs.update(lang.fill_null("none").to_pylist())
+                    keep = pc.starts_with(lang.fill_null(""), lang_prefix).fill_null(False)
                     table = table.filter(keep)
                     if table.num_rows == 0:
                         continue

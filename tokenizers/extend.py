@@ -23,56 +23,19 @@ across P's edge only takes characters away from it.
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from curate.tokenizers.corpus import InputFile, ReadCounts, read_documents, sample_documents, training_lines
-from curate.tokenizers.train import TrainParams, train_model, write_json, write_model
+from curate.tokenizers.params import SCRIPTS, SPACE, ExtendParams, TrainParams
+from curate.tokenizers.train import NoTrainingText, train_model, write_json, write_model
 
-#: Script name -> code point ranges (inclusive). Only CJK-specific blocks: adding a piece made of
-#: characters English text also uses (curly quotes, dashes) could change how English is tokenized.
-SCRIPTS: dict[str, list[tuple[int, int]]] = {
-    "han": [(0x3007, 0x3007), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F),
-            (0x30000, 0x323AF)],
-    "cjk_punct": [(0x3000, 0x3006), (0x3008, 0x303F), (0xFE10, 0xFE1F), (0xFE30, 0xFE4F), (0xFF01, 0xFF0F),
-                  (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65)],
-    "bopomofo": [(0x3100, 0x312F), (0x31A0, 0x31BF)],
-    "kana": [(0x3040, 0x30FF), (0x31F0, 0x31FF)],
-}
-SPACE = "\u2581"
-
-
-@dataclass
-class ExtendParams:
-    vocab_size: int = 20000
-    """Vocabulary of the Chinese model trained on the input (a soft limit on small corpora)."""
-    scripts: list[str] = field(default_factory=lambda: ["han", "cjk_punct"])
-    """A new piece is appended only if all its characters (but a leading space) are in these scripts."""
-    lang: str = "zh"
-    """With curated input, train on documents whose ``lang`` starts with this (all text for plain input)."""
-    sample_bytes: int = 1 << 30
-    heldout_fraction: float = 0.02
-    character_coverage: float = 0.9995
-    max_sentence_bytes: int = 8192
-    eval_bytes: int = 4 << 20
-    """Held-out text (Chinese, and English for the identity check) used for the report, per language."""
-    seed: int = 0
-    threads: int = 0
-
-    def validate(self) -> None:
-        if self.vocab_size < 100:
-            raise ValueError("vocab_size: must be at least 100")
-        unknown = [s for s in self.scripts if s not in SCRIPTS]
-        if unknown or not self.scripts:
-            raise ValueError(f"scripts: unknown {unknown[0] if unknown else '(empty)'} (known: {', '.join(SCRIPTS)})")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError("heldout_fraction: must be in [0, 1)")
-        if not 0.9 <= self.character_coverage <= 1:
-            raise ValueError("character_coverage: must be in [0.9, 1]")
-
+__all__ = ["SCRIPTS", "ExtendParams", "choose_pieces", "extend_tokenizer", "in_scripts", "load_proto"]
 
 def in_scripts(piece: str, scripts: list[str]) -> bool:
     """All characters after any leading spaces fall in ``scripts`` (and there is at least one)."""
@@ -121,17 +84,24 @@ def dead_pieces(proto: model_pb2.ModelProto, ids: list[int]) -> list[int]:
 
 
 def choose_pieces(base: model_pb2.ModelProto, chinese: model_pb2.ModelProto,
-                  scripts: list[str]) -> tuple[model_pb2.ModelProto, dict]:
-    """Append the Chinese model's new in-script pieces to ``base``; drop dead ones until none is left."""
+                  scripts: list[str], max_piece_chars: int = 16) -> tuple[model_pb2.ModelProto, dict]:
+    """Append the Chinese model's new in-script pieces of at most ``max_piece_chars`` characters to ``base``;
+    drop dead ones until none is left.
+
+    Leaving out a long piece cannot kill a shorter one: a piece's own text encodes
+    through pieces no longer than itself.
+    """
     have = {p.piece for p in base.pieces}
     normal = [p for p in chinese.pieces if p.type == model_pb2.ModelProto.SentencePiece.NORMAL]
     normal.sort(key=lambda p: -p.score)  # stable: the Chinese model's own merge order
-    candidates, skipped_script, skipped_present = [], 0, 0
+    candidates, skipped_script, skipped_present, skipped_long = [], 0, 0, 0
     for p in normal:
         if p.piece in have:
             skipped_present += 1
         elif not in_scripts(p.piece, scripts):
             skipped_script += 1
+        elif len(p.piece.lstrip(SPACE)) > max_piece_chars:
+            skipped_long += 1
         else:
             candidates.append(p.piece)
             have.add(p.piece)
@@ -146,8 +116,15 @@ def choose_pieces(base: model_pb2.ModelProto, chinese: model_pb2.ModelProto,
         candidates = [p for p in candidates if p not in dead_set]
     return merged, {
         "chinese_pieces": len(normal), "already_in_base": skipped_present, "outside_scripts": skipped_script,
-        "dead_dropped": len(dropped), "dead_dropped_examples": dropped[:20], "added": len(candidates),
+        "too_long": skipped_long, "dead_dropped": len(dropped), "dead_dropped_examples": dropped[:20],
+        "added": len(candidates), "added_by_length": length_histogram(candidates),
     }
+
+
+def length_histogram(pieces: list[str]) -> dict[str, int]:
+    """Pieces per length in characters (a leading space not counted), shortest first."""
+    counts = Counter(len(p.lstrip(SPACE)) for p in pieces)
+    return {str(n): counts[n] for n in sorted(counts)}
 
 
 def _nonspace_chars(text: str) -> int:
@@ -191,6 +168,52 @@ def _english_texts(files: list[InputFile], cap_bytes: int, lang: str | None) -> 
     return texts
 
 
+class _ScriptCount:
+    """Passes the training lines through, counting them and their characters in ``scripts``."""
+
+    def __init__(self, lines, scripts: list[str]):
+        self._lines = iter(lines)
+        ranges = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for s in scripts for lo, hi in SCRIPTS[s])
+        self._pattern = re.compile(f"[{ranges}]+")
+        self.lines = self.chars = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.lines += 1
+        self.chars += sum(map(len, self._pattern.findall(line)))
+        return line
+
+
+def _no_text(params: ExtendParams, counts: ReadCounts, curated: bool) -> str:
+    """Why the sample is empty: no document in the asked language (and which there are), or no text at all."""
+    if curated:
+        seen = ", ".join(f"{lang} {n:,}" for lang, n in counts.langs.most_common(8)) or "none"
+        return (f"no documents with lang {params.lang!r} in the curated input (documents by lang: {seen}); "
+                "pick --lang from those, or give plain text files")
+    return "no training text: the inputs hold no non-blank lines"
+
+
+def _check_sample_size(chars: int, params: ExtendParams) -> None:
+    """Refuse a sample too small for the vocabulary asked: its pieces would be memorised phrases."""
+    per = params.min_chars_per_piece
+    need = int(params.vocab_size * per)
+    if chars >= need:
+        return
+    scripts = "+".join(params.scripts)
+    supports = int(chars // per)
+    if supports >= 100:
+        advice = f"give more text, a smaller --vocab-size (this sample supports about {supports:,})"
+    else:
+        advice = "give more text (no --vocab-size of 100 or more fits this sample)"
+    raise ValueError(
+        f"the sample holds {chars:,} characters of {scripts} text; a {params.vocab_size:,}-piece model needs at "
+        f"least {need:,} (about {need * 3 / 1e6:.1f} MB of UTF-8, {per:g} per piece; below that BPE merges "
+        f"phrases seen once or twice): {advice}, or --min-chars-per-piece 0 to extend anyway")
+
+
 def extend_tokenizer(base_path: str, files: list[InputFile], output: str, params: ExtendParams,
                      english_files: list[InputFile] | None = None) -> dict:
     """Train a Chinese BPE model on ``files`` and append its new pieces to the base; write model, vocab, report.
@@ -207,17 +230,27 @@ def extend_tokenizer(base_path: str, files: list[InputFile], output: str, params
     curated = any(f.format == "curated" for f in files)
     batches, heldout = sample_documents(files, sample_bytes=params.sample_bytes,
                                         heldout_fraction=params.heldout_fraction, seed=params.seed,
-                                        lang_prefix=params.lang if curated else None,
-                                        heldout_bytes=params.eval_bytes, counts=counts)
+                                        lang_prefix=params.lang, heldout_bytes=params.eval_bytes, counts=counts)
     chinese_params = TrainParams(
         vocab_size=params.vocab_size, model_type="bpe", byte_fallback=False, split_digits=True,
         normalization="identity", add_dummy_prefix=base.normalizer_spec.add_dummy_prefix,
         character_coverage=params.character_coverage, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
         max_sentence_bytes=params.max_sentence_bytes, seed=params.seed, threads=params.threads)
-    chinese_model = train_model(training_lines(batches, params.max_sentence_bytes), chinese_params,
-                                hard_vocab_limit=False)
+    sample = _ScriptCount(training_lines(batches, params.max_sentence_bytes), params.scripts)
+    try:
+        chinese_model = train_model(sample, chinese_params, hard_vocab_limit=False,
+                                    max_sentencepiece_length=params.max_piece_chars)
+    except NoTrainingText:
+        raise ValueError(_no_text(params, counts, curated)) from None
+    _check_sample_size(sample.chars, params)
     chinese = load_proto(chinese_model)
-    merged, pieces_report = choose_pieces(base, chinese, params.scripts)
+    merged, pieces_report = choose_pieces(base, chinese, params.scripts, params.max_piece_chars)
+    if not pieces_report["added"]:
+        raise ValueError(
+            f"no piece to add: of the Chinese model's {pieces_report['chinese_pieces']:,} pieces, "
+            f"{pieces_report['already_in_base']:,} are in the base, {pieces_report['outside_scripts']:,} have "
+            f"characters outside --scripts {','.join(params.scripts)}, {pieces_report['too_long']:,} are longer "
+            f"than {params.max_piece_chars} characters")
     os.makedirs(output, exist_ok=True)
     write_model(merged.SerializeToString(), output)
     with open(os.path.join(output, "chinese.model"), "wb") as f:
@@ -239,6 +272,9 @@ def extend_tokenizer(base_path: str, files: list[InputFile], output: str, params
         "base_vocab_size": len(base.pieces),
         "chinese_vocab_size": len(chinese.pieces),
         "vocab_size": len(merged.pieces),
+        "sample": {"lines": sample.lines, "script_chars": sample.chars,
+                   "script_chars_needed": int(params.vocab_size * params.min_chars_per_piece)},
+        **({"documents_by_lang": dict(counts.langs.most_common())} if curated else {}),
         **pieces_report,
         "dead_after": len(dead_pieces(merged, list(range(len(base.pieces), len(merged.pieces))))),
         "skipped": dict(counts.skipped),

@@ -23,7 +23,7 @@ import re
 import time
 from collections import Counter, defaultdict
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ import pyarrow.parquet as pq
 from curate.schema import doc_id
 from curate.tokenizers.corpus import InputFile, ReadCounts, read_documents
 from curate.tokenizers.encoder import Encoder
+from curate.tokenizers.params import TokenizeParams
+
+__all__ = ["TokenizeParams", "read_tokens", "stats_table", "tokenize_corpus"]
 
 FORMAT_VERSION = 1
 STATS_SCHEMA = pa.schema([
@@ -42,22 +45,6 @@ STATS_SCHEMA = pa.schema([
 ])
 DOCS_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("lang", pa.string()),
                          pa.field("offset", pa.int64()), pa.field("tokens", pa.int64())])
-
-
-@dataclass
-class TokenizeParams:
-    workers: int = 0
-    """Parallel Ray tasks (one CPU each); 0: every core."""
-    eos: bool = True
-    """Append the EOS id after every document."""
-    batch_docs: int = 1000
-    text_field: str = "text"
-
-    def validate(self) -> None:
-        if self.workers < 0:
-            raise ValueError("workers: must be >= 0")
-        if self.batch_docs < 1:
-            raise ValueError("batch_docs: must be >= 1")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -260,9 +247,17 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
     skipped: Counter = Counter()
     for r in results:
         skipped.update(r["skipped"])
+    committed = stats_table(output)
     return {"output": output, "tasks": len(tasks), "tasks_done_before": len(tasks) - len(todo),
-            "tasks_run": len(results), "tasks_failed": failed, "docs": sum(r["docs"] for r in results),
-            "tokens": sum(r["tokens"] for r in results), "bytes": new_bytes, "skipped": dict(skipped),
+            "tasks_run": len(results), "tasks_failed": failed,
+            # this run's work, then everything committed in the folder (earlier runs and resumes included)
+            "docs_this_run": sum(r["docs"] for r in results), "tokens_this_run": sum(r["tokens"] for r in results),
+            "bytes_this_run": new_bytes,
+            "tasks_total": len(_done_tasks(output)),
+            "docs_total": int(pc.sum(committed["docs"]).as_py() or 0),
+            "tokens_total": int(pc.sum(committed["tokens"]).as_py() or 0),
+            "bytes_total": int(pc.sum(committed["bytes"]).as_py() or 0),
+            "skipped": dict(skipped),
             "seconds": round(seconds, 2), "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
             "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
             "dtype": meta["dtype"], "params": asdict(params)}
@@ -283,9 +278,12 @@ def read_tokens(output: str, source: str | None = None) -> list[tuple[np.ndarray
     return out
 
 
+def _done_tasks(output: str) -> set[str]:
+    return {t for t in os.listdir(os.path.join(output, "done")) if not t.endswith(".tmp")}
+
+
 def stats_table(output: str) -> pa.Table:
     """All committed tasks' stats rows."""
-    done = set(os.listdir(os.path.join(output, "done")))
-    paths = sorted(os.path.join(output, "stats", f"{t}.parquet") for t in done if not t.endswith(".tmp"))
+    paths = sorted(os.path.join(output, "stats", f"{t}.parquet") for t in _done_tasks(output))
     tables = [pq.read_table(p, schema=STATS_SCHEMA) for p in paths if os.path.exists(p)]
     return pa.concat_tables(tables) if tables else STATS_SCHEMA.empty_table()

@@ -13,67 +13,16 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import asdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sentencepiece as spm
 
 from curate.tokenizers.corpus import InputFile, ReadCounts, sample_documents, training_lines
+from curate.tokenizers.params import TrainParams
 
-
-@dataclass
-class TrainParams:
-    vocab_size: int = 32000
-    model_type: Literal["bpe", "unigram"] = "bpe"
-    sample_bytes: int = 1 << 30
-    """Text bytes sampled for training, shared between sources by ``source_weights``."""
-    source_weights: dict[str, float] = field(default_factory=dict)
-    """Share of the sample per source (normalized); empty: each source's share of the corpus."""
-    heldout_fraction: float = 0.01
-    """Documents kept out of training to measure bytes per token (by id hash)."""
-    character_coverage: float = 0.9995
-    """Share of characters the vocabulary must cover; the rarest rest goes through byte fallback."""
-    byte_fallback: bool = True
-    split_digits: bool = True
-    normalization: Literal["identity", "nfkc", "nmt_nfkc"] = "identity"
-    add_dummy_prefix: bool = True
-    special_tokens: list[str] = field(default_factory=list)
-    """User-defined symbols, always one token each (e.g. ``<|im_start|>``)."""
-    unk_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    pad_id: int = 3
-    """-1 for no padding token (LLaMA has none)."""
-    max_sentence_bytes: int = 8192
-    """Training lines longer than this are cut (SentencePiece drops longer ones)."""
-    max_sentences: int = 10_000_000
-    """SentencePiece's own cap on training lines (``input_sentence_size``), sampled uniformly."""
-    seed: int = 0
-    threads: int = 0
-    """0: every core of this machine."""
-
-    def validate(self) -> None:
-        if self.vocab_size < 300:
-            raise ValueError("vocab_size: must be at least 300 (256 byte pieces + specials + characters)")
-        if not 0 < self.sample_bytes:
-            raise ValueError("sample_bytes: must be positive")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError("heldout_fraction: must be in [0, 1)")
-        if not 0.9 <= self.character_coverage <= 1:
-            raise ValueError("character_coverage: must be in [0.9, 1]")
-        if any(w < 0 for w in self.source_weights.values()) or (self.source_weights and not sum(self.source_weights.values())):
-            raise ValueError("source_weights: must be non-negative with a positive sum")
-        ids = [i for i in (self.unk_id, self.bos_id, self.eos_id, self.pad_id) if i >= 0]
-        if self.unk_id < 0:
-            raise ValueError("unk_id: SentencePiece needs an unknown token")
-        if len(set(ids)) != len(ids) or sorted(ids) != list(range(len(ids))):
-            raise ValueError("unk_id: the special ids must be distinct and fill 0..n-1 (use -1 to drop one)")
-        if self.max_sentence_bytes < 64:
-            raise ValueError("max_sentence_bytes: must be at least 64")
-        if len(set(self.special_tokens)) != len(self.special_tokens) or any(not t for t in self.special_tokens):
-            raise ValueError("special_tokens: must be distinct, non-empty strings")
+__all__ = ["TrainParams", "train_model", "train_tokenizer", "write_json", "write_model"]
 
 
 def trainer_options(params: TrainParams) -> dict:
@@ -90,6 +39,10 @@ def trainer_options(params: TrainParams) -> dict:
     )
 
 
+class NoTrainingText(ValueError):
+    """The sample reached the trainer empty."""
+
+
 def train_model(lines, params: TrainParams, **extra_options) -> bytes:
     """Train on an iterator of lines; returns the serialized model. ``extra_options`` go to the trainer as is."""
     model = io.BytesIO()
@@ -99,8 +52,10 @@ def train_model(lines, params: TrainParams, **extra_options) -> bytes:
         spm.SentencePieceTrainer.train(sentence_iterator=counted, model_writer=model,
                                        **{**trainer_options(params), **extra_options})
     except RuntimeError as err:
+        if counted.error is not None:  # reading the input failed: its own one-line error, not SentencePiece's trace
+            raise counted.error from None
         if counted.lines == 0:
-            raise ValueError("no training text: the inputs hold no non-blank lines after sampling") from None
+            raise NoTrainingText("no training text: the inputs hold no non-blank lines after sampling") from None
         if "smaller than required_chars" in str(err):
             raise ValueError(f"vocab_size {params.vocab_size} is below the number of distinct characters the model "
                              f"must cover ({str(err).split(' vs ')[-1].split('.')[0]}): raise the vocabulary size or "
@@ -110,16 +65,24 @@ def train_model(lines, params: TrainParams, **extra_options) -> bytes:
 
 
 class _Counting:
-    """Wraps the line iterator to count what SentencePiece was given."""
+    """Wraps the line iterator to count what SentencePiece was given, and to keep the error that
+    stopped it: SentencePiece reports an iterator's exception as a RuntimeError with a trace in its text."""
 
     def __init__(self, lines):
         self._lines, self.lines, self.bytes = iter(lines), 0, 0
+        self.error: Exception | None = None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines)
+        try:
+            line = next(self._lines)
+        except StopIteration:
+            raise
+        except (ValueError, OSError) as err:
+            self.error = err
+            raise
         self.lines += 1
         self.bytes += len(line)
         return line
