@@ -68,7 +68,7 @@ class Histogram:
     bins: int
     counts: dict[str, list[int]] = field(default_factory=dict)
     total: int = 0
-    clipped: int = 0              # values beyond the drawn range, counted in the last bin
+    clipped: int = 0              # 1 when values lie beyond the drawn range (counted in the last bin)
 
     def centers(self) -> list[float]:
         return [self.lo + (i + 0.5) * self.width for i in range(self.bins)]
@@ -84,65 +84,114 @@ def signal_histograms(con: duckdb.DuckDBPyConnection, signals: list[Signal], bin
     Ranges: ratios over [0, 1]; counts in decades (log10); other signals from their minimum to their
     99.5th percentile (the long tail lands in the last bin). Every active threshold of the signal
     (``marks``) is kept inside the drawn range so its line is always on the chart.
+
+    Two scans of each view whatever the number of signals: one for the ranges, one that bins every
+    signal at once (DuckDB's ``histogram`` aggregate over each signal's bin number, split by
+    ``FILTER`` into kept / rejected by the signal's stage / rejected later).
     """
     doc_cols = {c: t for c, t in columns(con, "docs").items() if is_numeric(t)}
     rej_cols = {c: t for c, t in columns(con, "rejects").items() if is_numeric(t)}
     present = [s for s in signals if s.column in doc_cols or s.column in rej_cols]
     if not present:
         return []
-    ranges = _ranges(con, present, doc_cols, rej_cols)
-    out = []
+    # ratios are drawn over [0, 1] whatever their data: only the other signals need a scan for their range
+    ranges = _ranges(con, [s for s in present if s.scale != "ratio"], doc_cols, rej_cols)
+    hists: list[Histogram] = []
     for s in present:
-        lo, hi, total = ranges[s.column]
-        if not total:
-            continue
+        if s.scale == "ratio":
+            lo, top, hi = 0.0, 1.0, 1.0
+        elif s.column in ranges:
+            lo, top, hi = ranges[s.column]
+        else:
+            continue  # no value at all
         transform = "log10" if s.scale == "log" else "identity"
         to_axis = (lambda v: math.log10(max(v, 1.0))) if transform == "log10" else (lambda v: v)
         points = [to_axis(v) for v in marks.get(s.column, [])]
         if s.scale == "ratio":
-            lo, hi = min(0.0, lo), max(1.0, hi) if hi <= 1.0 else hi
+            lo, hi = min(0.0, lo), (1.0 if top <= 1.0 else hi)
         elif s.scale == "log":
-            lo, hi = 0.0, math.ceil(max(to_axis(hi), 1.0) * 2) / 2
+            lo, hi = 0.0, math.ceil(max(to_axis(top), 1.0) * 2) / 2
         lo, hi = min([lo, *points]), max([hi, *(p * 1.02 for p in points)])
         if hi <= lo:
             hi = lo + 1.0
-        width = (hi - lo) / bins
-        hist = Histogram(s, transform, lo, width, bins, {g: [0] * bins for g in GROUPS}, int(total))
-        value = f"log10(greatest({quote(s.column)}::DOUBLE, 1))" if transform == "log10" else f"{quote(s.column)}::DOUBLE"
-        parts = []
-        if s.column in doc_cols:
-            parts.append(f"SELECT {value} AS x, 0 AS g FROM docs WHERE {quote(s.column)} IS NOT NULL")
-        if s.column in rej_cols:
-            parts.append(f"SELECT {value} AS x, CASE WHEN reject_stage = $stage THEN 1 ELSE 2 END AS g FROM rejects "
-                         f"WHERE {quote(s.column)} IS NOT NULL")
-        rows = con.execute(f"""
-            SELECT g, least(greatest(floor((x - $lo) / $width), 0), $bins - 1)::INTEGER AS b, count(*),
-                   count(*) FILTER (WHERE x > $hi)
-            FROM ({' UNION ALL '.join(parts)}) WHERE isfinite(x) GROUP BY ALL
-        """, {"lo": lo, "width": width, "bins": bins, "hi": hi} | ({"stage": s.stage} if s.column in rej_cols else {})
-        ).fetchall()
-        for group, b, count, beyond in rows:
-            hist.counts[GROUPS[group]][b] += count
-            hist.clipped += beyond
-        out.append(hist)
-    return out
+        hist = Histogram(s, transform, lo, (hi - lo) / bins, bins, {g: [0] * bins for g in GROUPS})
+        hist.clipped = int(to_axis(top) > hi)
+        hists.append(hist)
 
+    def bin_expr(h: Histogram, duck_type: str) -> str:
+        column = quote(h.signal.column)
+        x = f"log10(greatest({column}::DOUBLE, 1))" if h.transform == "log10" else f"{column}::DOUBLE"
+        binned = f"least(greatest(floor(({x} - {h.lo!r}) / {h.width!r}), 0), {h.bins - 1})::SMALLINT"
+        # nulls (the stage never saw the row) and, for floats, NaN and infinities have no bin; the test is
+        # explicit because greatest(NULL, 1) is 1 in DuckDB
+        if duck_type.upper() in ("FLOAT", "DOUBLE", "REAL"):
+            return f"CASE WHEN isfinite({column}) THEN {binned} END"
+        return f"CASE WHEN {column} IS NOT NULL THEN {binned} END"
 
-def _ranges(con, present: list[Signal], doc_cols: dict, rej_cols: dict) -> dict[str, tuple[float, float, int]]:
-    """min, 99.5th percentile and count of each signal, one scan of each view for all of them."""
-    found: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     for view, cols in (("docs", doc_cols), ("rejects", rej_cols)):
-        names = [s.column for s in present if s.column in cols]
-        if not names:
+        mine = [h for h in hists if h.signal.column in cols]
+        if not mine:
             continue
-        select = ", ".join(
-            f"min({quote(c)}::DOUBLE), approx_quantile({quote(c)}::DOUBLE, 0.995), count({quote(c)})" for c in names)
-        row = con.execute(f"SELECT {select} FROM {view}").fetchone()
-        for i, c in enumerate(names):
-            lo, hi, n = row[3 * i: 3 * i + 3]
-            if n:
-                found[c].append((float(lo), float(hi), int(n)))
-    return {c: (min(r[0] for r in rs), max(r[1] for r in rs), sum(r[2] for r in rs)) for c, rs in found.items()}
+        aggregates, targets = [], []
+        for i, h in enumerate(mine):
+            if view == "docs":
+                aggregates.append(f"histogram(b{i})")
+                targets.append((h, "kept"))
+            else:
+                stage = h.signal.stage.replace("'", "''")
+                aggregates += [f"histogram(b{i}) FILTER (WHERE reject_stage = '{stage}')",
+                               f"histogram(b{i}) FILTER (WHERE reject_stage IS DISTINCT FROM '{stage}')"]
+                targets += [(h, "rejected here"), (h, "rejected later")]
+        binned = ", ".join(f"{bin_expr(h, cols[h.signal.column])} AS b{i}" for i, h in enumerate(mine))
+        stage_col = ", reject_stage" if view == "rejects" else ""
+        row = con.execute(f"SELECT {', '.join(aggregates)} FROM (SELECT {binned}{stage_col} FROM {view})").fetchone()
+        for (h, group), counts in zip(targets, row):
+            for b, n in (counts or {}).items():
+                if b is not None:
+                    h.counts[group][int(b)] += int(n)
+    for h in hists:
+        h.total = sum(sum(c) for c in h.counts.values())
+    return [h for h in hists if h.total]
+
+
+#: Above this many rows, percentiles come from a sample of about this many (DuckDB's system sampling
+#: reads whole vectors): the range of a plot needs no more, and a t-digest over every row costs seconds.
+SAMPLE_ROWS = 500_000
+
+
+def _ranges(con, present: list[Signal], doc_cols: dict,
+            rej_cols: dict) -> dict[str, tuple[float, float, float]]:
+    """(min, max, 99.5th percentile) of each signal, over both views.
+
+    One scan of each view for the extremes and counts of all signals; the percentile only for the
+    signals drawn on a linear scale from their data (ratios and counts need only their extremes),
+    over a sample when the view is large.
+    """
+    found: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for view, cols in (("docs", doc_cols), ("rejects", rej_cols)):
+        mine = [s for s in present if s.column in cols]
+        if not mine:
+            continue
+        parts = []
+        for s in mine:
+            c = f"{quote(s.column)}::DOUBLE"
+            finite = f" FILTER (WHERE isfinite({c}))" if cols[s.column].upper() in ("FLOAT", "DOUBLE", "REAL") else ""
+            parts.append(f"min({c}){finite}, max({c}){finite}")
+        row = con.execute(f"SELECT count(*), {', '.join(parts)} FROM {view}").fetchone()
+        rows, row = row[0], row[1:]
+        linear = [s for s in mine if s.scale == "linear"]
+        tails: dict[str, float] = {}
+        if linear:
+            sample = f" USING SAMPLE {min(100.0, 100.0 * SAMPLE_ROWS / rows):.4f}% (system)" if rows > 2 * SAMPLE_ROWS else ""
+            select = ", ".join(f"approx_quantile({quote(s.column)}::DOUBLE, 0.995)" for s in linear)
+            names = ", ".join(quote(s.column) for s in linear)
+            values = con.execute(f"SELECT {select} FROM (SELECT {names} FROM {view}{sample})").fetchone()
+            tails = {s.column: v for s, v in zip(linear, values) if v is not None}
+        for i, s in enumerate(mine):
+            lo, top = row[2 * i: 2 * i + 2]
+            if lo is not None:
+                found[s.column].append((float(lo), float(top), float(tails.get(s.column, top))))
+    return {c: (min(r[0] for r in rs), max(r[1] for r in rs), max(r[2] for r in rs)) for c, rs in found.items()}
 
 
 # ---- dedup and PII ----------------------------------------------------------------------------------
@@ -179,8 +228,8 @@ def pii_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
 # ---- samples ----------------------------------------------------------------------------------------
 
 def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int, chars: int, max_reasons: int,
-                   signal_columns: dict[str, list[str]]) -> dict[tuple[str, str], list[dict]]:
-    """A few rejected documents per (stage, reason), chosen by a hash of their id (stable across builds).
+                   signal_columns: dict[str, list[str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
+    """(documents, a few of them) per (stage, reason), chosen by a hash of their id (stable across builds).
 
     Two steps so that no document's text is read unless it is shown: pick (file, row) pairs reading
     only the id and reason columns, then read those rows of those files (DuckDB skips the other row
@@ -202,7 +251,7 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
     for stage, reason, _, rows in picked:
         for row in rows:
             wanted[row["file"]].append((row["row"], stage, reason))
-    out: dict[tuple[str, str], list[dict]] = {(stage, reason): [] for stage, reason, _, _ in picked}
+    out: dict[tuple[str, str], tuple[int, list[dict]]] = {(stage, reason): (docs, []) for stage, reason, docs, _ in picked}
     for file, rows in wanted.items():
         present = columns(con, f"(SELECT * FROM read_parquet({_literal(file)}))")
         extra = sorted({c for _, stage, _ in rows for c in signal_columns.get(stage, []) if c in present})
@@ -222,19 +271,14 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
                 record["signals"] = {c: record.pop(c) for c in extra if c in signal_columns.get(stage, [])}
                 for c in extra:
                     record.pop(c, None)
-                out[(stage, reason)].append(record)
-    for key in out:
-        out[key].sort(key=lambda r: r.get("id") or "")
+                out[(stage, reason)][1].append(record)
+    for _, docs in out.values():
+        docs.sort(key=lambda r: r.get("id") or "")
     return out
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def reject_counts(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], int]:
-    return {(s, r): n for s, r, n in con.execute(
-        "SELECT reject_stage, reject_reason, count(*) FROM rejects GROUP BY ALL").fetchall()}
 
 
 # ---- tokens and mixture -----------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def build(run_path: str, *, tokens: str | None = None, mixture: str | None = Non
     from curate import stats
 
     con = stats.connect(run.path)
+    # every panel reads the same files: parse each one's footer (thousands of row groups) once, not per query
+    con.execute("SET parquet_metadata_cache = true")
     notes: list[str] = []
     with charts.no_template():
         _run_panels(page, con, run, params, notes)
@@ -288,12 +290,10 @@ def _samples_panel(page: _Page, con, run: RunInput, params: ReportParams) -> Non
                                      stage_signals)
     if not samples:
         return
-    counts = queries.reject_counts(con)
     panel = Panel("samples", "What each rule removes: sample documents",
                   f"Up to {params.samples} rejected documents per reason (chosen by a hash of their id), with the "
                   f"signals of the stage that dropped them; texts cut to {params.sample_chars:,} characters.")
-    for i, ((stage, reason), docs) in enumerate(samples.items()):
-        n = counts.get((stage, reason), 0)
+    for i, ((stage, reason), (n, docs)) in enumerate(samples.items()):
         parts = [f"<details class='reason' data-reason='{esc(reason)}'{' open' if i == 0 else ''}><summary>"
                  f"<b>{esc(stage)}</b> <code>{esc(reason)}</code> <span class='muted'>{n:,} "
                  f"document{'' if n == 1 else 's'}</span></summary>"]

@@ -1,13 +1,14 @@
 """`curate dashboard`: the report of real runs, loaded in a real headless Chromium.
 
-Two real runs are built once for the module: ``curate demo`` (which writes the report itself), and a
-small ``curate run`` over JSONL documents whose text, URL and file name carry script payloads. The
+Real runs: ``curate demo`` (which writes the report itself, with its tokens and mixture), the shared
+demo pipeline run (``demo_output`` in conftest.py), and a small ``curate run`` over JSONL documents
+whose text, URL and file name carry script payloads. The
 browser is Debian's chromium (``tests/setup_browser.sh``, run by ``make test``), driven over the
 DevTools protocol; these tests skip only where it is not installed.
 
-The mixture and training panels are checked with a mixture folder (when the demo made one with
-``curate mix``) and with training runs written in the format INTERFACES.md agrees on
-(``config.json`` + ``metrics.jsonl``), two runs side by side and an ablation folder.
+The mixture panel is checked on the demo's real ``curate mix`` output; the training panel with runs
+written in the format INTERFACES.md agrees on (``config.json`` + ``metrics.jsonl``, as
+``trainer/metrics.py`` writes them): three runs side by side, two of them in an ablation folder.
 """
 
 from __future__ import annotations
@@ -154,17 +155,18 @@ def test_demo_report_draws_every_panel_without_console_errors(demo, browser, tmp
     assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(shot).stat().st_size > 20_000
 
 
-def test_thresholds_drawn_are_the_runs_own(demo, browser):
-    directory, _ = demo
-    _load(browser, directory / "report.html")
+def test_thresholds_drawn_are_the_runs_own(demo_output, browser, tmp_path):
+    report = tmp_path / "report.html"
+    build_report(str(demo_output), str(report), params=ReportParams(samples=0))
+    _load(browser, report)
     labels = browser.evaluate("[...document.querySelectorAll('#signals .annotation-text')].map(e => e.textContent)")
     # the demo's langid has no min_score: the default of the stage's Params is what the run used
     assert "min_score = 0.65" in labels
     assert "min_doc_words = 50" in labels
 
 
-def test_histograms_count_every_document_that_reached_the_stage(demo):
-    out = demo[0] / "out"
+def test_histograms_count_every_document_that_reached_the_stage(demo_output):
+    out = demo_output
     report = build(str(out), params=ReportParams(samples=0))
     from curate.dashboards import queries
     from curate.dashboards.signals import signal_table
@@ -183,11 +185,13 @@ def test_histograms_count_every_document_that_reached_the_stage(demo):
     assert "samples" not in report.panels
 
 
-def test_samples_show_each_reject_reason(demo, browser):
-    directory, _ = demo
-    _load(browser, directory / "report.html")
+def test_samples_show_each_reject_reason(demo_output, browser, tmp_path):
+    report = tmp_path / "report.html"
+    build_report(str(demo_output), str(report))
+    log = _load(browser, report)
+    assert log.errors == []
     shown = set(browser.evaluate("[...document.querySelectorAll('details.reason')].map(e => e.dataset.reason)"))
-    con = stats.connect(str(directory / "out"))
+    con = stats.connect(str(demo_output))
     reasons = {r[0] for r in con.execute("SELECT DISTINCT reject_reason FROM rejects").fetchall()}
     assert reasons and shown == reasons
     assert browser.evaluate("document.querySelectorAll('.sample pre.text').length") >= len(reasons)
@@ -239,8 +243,8 @@ def _partial_copy(out: Path, target: Path, keep: int) -> Path:
     return target
 
 
-def test_unfinished_run_is_reported_as_partial(demo, tmp_path):
-    partial = _partial_copy(demo[0] / "out", tmp_path / "partial", keep=2)
+def test_unfinished_run_is_reported_as_partial(demo_output, tmp_path):
+    partial = _partial_copy(demo_output, tmp_path / "partial", keep=2)
     result = CliRunner().invoke(main, ["dashboard", str(partial), "--output", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert "partial" in result.output.lower()
@@ -250,13 +254,13 @@ def test_unfinished_run_is_reported_as_partial(demo, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "not-a-run", "no-stats", "empty-stats", "bad-manifest", "bad-tokens",
                                   "bad-mixture", "bad-train", "bad-metrics", "bad-bins"])
-def test_bad_input_is_one_line_and_exit_2(demo, tmp_path, case):
-    out = demo[0] / "out"
+def test_bad_input_is_one_line_and_exit_2(demo_output, tmp_path, case):
+    out = demo_output
     args = ["dashboard", str(out), "--output", str(tmp_path / "r.html")]
     if case == "missing":
         args[1] = str(tmp_path / "nope")
     elif case == "not-a-run":
-        args[1] = str(demo[0] / "raw")
+        args[1] = str(demo_output.parent / "raw")
     elif case in ("no-stats", "empty-stats", "bad-manifest"):
         broken = tmp_path / "run"
         broken.mkdir()
@@ -265,9 +269,9 @@ def test_bad_input_is_one_line_and_exit_2(demo, tmp_path, case):
             (broken / "stats").mkdir()
         args[1] = str(broken)
     elif case == "bad-tokens":
-        args += ["--tokens", str(demo[0] / "raw")]
+        args += ["--tokens", str(demo_output.parent / "raw")]
     elif case == "bad-mixture":
-        args += ["--mixture", str(demo[0] / "tokens")]
+        args += ["--mixture", str(demo_output / "stats")]
     elif case == "bad-train":
         (tmp_path / "empty").mkdir()
         args += ["--train", str(tmp_path / "empty")]
@@ -288,18 +292,15 @@ def test_bad_input_is_one_line_and_exit_2(demo, tmp_path, case):
 
 # ---- mixture and training ---------------------------------------------------------------------------------
 
-def test_training_runs_side_by_side(demo, browser, tmp_path):
-    directory, _ = demo
-    mix = directory / "mix"
-    mixture = str(mix) if (mix / "mixture.json").is_file() else None
-    first = _train_run(tmp_path / "runs" / "baseline", steps=30, loss0=6.0, mixture=mixture)
+def test_training_runs_side_by_side(demo_output, browser, tmp_path):
+    first = _train_run(tmp_path / "runs" / "baseline", steps=30, loss0=6.0)
     ablation = tmp_path / "ablation"
     _train_run(ablation / "more-code-seed0", steps=20, loss0=6.5, done=False)
     _train_run(ablation / "more-code-seed1", steps=20, loss0=6.4, done=False)
     report = tmp_path / "report.html"
-    built = build_report(str(directory / "out"), str(report), mixture=mixture, train=[str(first), str(ablation)],
+    built = build_report(str(demo_output), str(report), train=[str(first), str(ablation)],
                          params=ReportParams(samples=0))
-    assert "training" in built.panels
+    assert "training" in built.panels and "mixture" not in built.panels and "tokens" not in built.panels
     log = _load(browser, report)
     assert log.errors == []
     # one line per run in the train-loss chart; the validation chart has a small chart per component
@@ -310,16 +311,38 @@ def test_training_runs_side_by_side(demo, browser, tmp_path):
     assert {"baseline", "more-code-seed0", "more-code-seed1"} <= set(names)
     titles = browser.evaluate("[...document.querySelectorAll('#training .annotation-text')].map(e => e.textContent)")
     assert {"all", "web", "books<i>"} <= set(titles)
-    if mixture:
-        assert "mixture" in built.panels
-        head = browser.evaluate("document.querySelector('#mixture table').innerText")
-        assert "epochs elapsed: baseline" in head
+    # the last line, still being written, is left out: 30 steps drawn, not 31
+    points = browser.evaluate("document.querySelectorAll('#training .js-plotly-plot')[0].data[0].x.length")
+    assert points == 30
+
+
+def test_mixture_panel_with_epochs_elapsed(demo, browser, tmp_path):
+    directory, _ = demo
+    mix = directory / "mix"
+    if not (mix / "mixture.json").is_file():
+        pytest.skip("this checkout's demo does not run `curate mix` yet")
+    meta = json.loads((mix / "mixture.json").read_text())
+    steps = 10
+    run = _train_run(tmp_path / "run", steps=steps, loss0=6.0, mixture=str(mix))
+    report = tmp_path / "report.html"
+    built = build_report(str(directory / "out"), str(report), mixture=str(mix), train=[str(run)],
+                         params=ReportParams(samples=0))
+    assert "mixture" in built.panels
+    log = _load(browser, report)
+    assert log.errors == []
+    rows = browser.evaluate("[...document.querySelectorAll('#mixture table tr')].map(r => [...r.cells].map(c => c.innerText))")
+    assert rows[0][-1] == "epochs elapsed: run"
+    components = {c["name"]: c for c in meta["components"]}
+    assert {r[0] for r in rows[1:]} == set(components)
+    share = min(1.0, steps * 4096 / meta["tokens"])
+    for r in rows[1:]:
+        assert float(r[-1]) == pytest.approx(float(r[6]) * share, rel=0.02, abs=2e-3)
 
 
 # ---- serving ----------------------------------------------------------------------------------------------
 
-def test_serve_binds_localhost_and_refreshes_as_the_run_goes_on(demo, browser, tmp_path):
-    out = demo[0] / "out"
+def test_serve_binds_localhost_and_refreshes_as_the_run_goes_on(demo_output, browser, tmp_path):
+    out = demo_output
     partial = _partial_copy(out, tmp_path / "partial", keep=1)
     missing = sorted((out / "stats").glob("*.parquet"))[1:]
     server = subprocess.Popen([CLI, "dashboard", str(partial), "--serve", "--port", "0", "--samples", "0"],
