@@ -24,12 +24,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from curate.params import ConfigError, build_params, coerce, parse_scalar
+from curate.params import ConfigError, build_params, coerce
 from curate.readers import Reader, reader_class
 from curate.stage import GlobalStage, Stage, stage_class
 
@@ -235,17 +237,72 @@ def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> Pipe
     return config
 
 
-def load_config(path: str) -> PipelineConfig:
+def load_config(path: str, run_overrides: list[str] = ()) -> PipelineConfig:
+    """The pipeline file at ``path``; ``run_overrides`` (``run.task_mb=8`` ...) replace its run settings."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError("no such file", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder, not a pipeline file", file=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text: is this a pipeline file?", file=path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read it: {err.strerror}", file=path) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", file=path, key=where) from None
+    if run_overrides and isinstance(raw, dict):
+        run = dict(raw.get("run") or {}) if isinstance(raw.get("run") or {}, dict) else raw.get("run")
+        if isinstance(run, dict):
+            for item in run_overrides:
+                _, param, value = _split_override(item, "command line")
+                run[param] = parse_set_value(value, _param_type(RunSettings, param), f"--set run.{param}",
+                                             "command line")
+            raw = {**raw, "run": run}
     return from_dict(raw, file=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def _split_override(item: str, where: str) -> tuple[str, str, str]:
+    key, eq, value = item.partition("=")
+    stage_name, dot, param = key.partition(".")
+    if not eq or not dot or not param:
+        raise ConfigError(f"expected STAGE.PARAM=VALUE or run.SETTING=VALUE, got {item!r}", file=where, key="--set")
+    return stage_name, param, value
+
+
+def _param_type(params_class: type, name: str) -> Any:
+    try:
+        return typing.get_type_hints(params_class).get(name, Any)
+    except Exception:  # noqa: BLE001 - an unresolvable hint: take the value as YAML says
+        return Any
+
+
+def _accepts(tp: Any, kind: type) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, kind) for arg in typing.get_args(tp))
+    return tp is kind or origin is kind
+
+
+def parse_set_value(text: str, tp: Any, key: str, where: str) -> Any:
+    """A ``--set`` value, read as YAML; where a list is expected (and not a plain string), ``en,zh`` is a list.
+
+    A value that starts like a YAML list or mapping but does not parse (``[en,zh``) is an error, never the
+    literal string: a parameter given the wrong meaning silently is worse than one refused.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        if text.strip()[:1] in ("[", "{"):
+            raise ConfigError(f"{text!r} is not a valid list or mapping (write a list as en,zh or [en, zh])",
+                              file=where, key=key) from None
+        value = text
+    if isinstance(value, str) and "," in value and _accepts(tp, list) and not _accepts(tp, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 #: The stages the ``--input/--format`` shortcut runs when ``--stages`` does not name them (listed
@@ -297,21 +354,27 @@ def from_shortcut(
     where = "command line"
     source = source or fmt
     raw_stages = default_stage_specs([source] if fmt == "code" else [], stages, fmt)
+    run: dict[str, Any] = {}
     for item in overrides:
-        key, eq, value = item.partition("=")
-        stage_name, dot, param = key.partition(".")
-        if not eq or not dot or not param:
-            raise ConfigError(f"expected STAGE.PARAM=VALUE, got {item!r}", file=where, key="--set")
+        stage_name, param, value = _split_override(item, where)
+        key = f"{stage_name}.{param}"
+        if stage_name == "run":  # run.task_mb=8: the run settings, not a stage
+            run[param] = parse_set_value(value, _param_type(RunSettings, param), f"--set {key}", where)
+            continue
         matches = [s for s in raw_stages if s.name == stage_name]
         if not matches:
             names = ", ".join(s.name for s in raw_stages)
-            raise ConfigError(f"stage {stage_name!r} is not in this pipeline (stages: {names})", file=where, key=f"--set {key}")
-        parsed = parse_scalar(value)
+            raise ConfigError(f"stage {stage_name!r} is not in this pipeline (stages: {names}; run settings are "
+                              "run.SETTING)", file=where, key=f"--set {key}")
         if param in ROUTING_KEYS:
+            parsed = parse_set_value(value, list[str], f"--set {key}", where)
             setattr(matches[0], param, coerce(parsed, list[str], f"--set {key}", where))
         else:
-            matches[0].params[param] = parsed
+            params_class = getattr(stage_class(stage_name, key=f"--set {key}", file=where), "Params", None)
+            hint = _param_type(params_class, param) if params_class is not None else Any
+            matches[0].params[param] = parse_set_value(value, hint, f"--set {key}", where)
     raw = {
+        "run": run,
         "inputs": [{"source": source, "format": fmt, "paths": list(inputs)}],
         "stages": [
             {s.name: {**copy.deepcopy(s.params),

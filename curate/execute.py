@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from curate.output_schema import check_stage_output
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import printable
-from curate.schema import REJECT_REASON, conform, doc_id, text_bytes, with_reject
+from curate.schema import REJECT_REASON, conform, doc_id, repair_utf8, split_invalid_utf8, text_bytes, with_reject
 from curate.shards import ShardWriter, remove_stale, write_table_atomic
 from curate.stage import GlobalStage, Stage, StageResult
 
@@ -111,9 +111,13 @@ def run_task(
     task: Task,
     plan: TaskPlan,
     reader: Reader | None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int, str], None] | None = None,
 ) -> TaskOutcome:
-    """Process ``task`` end to end and commit its output; returns its counts."""
+    """Process ``task`` end to end and commit its output; returns its counts.
+
+    ``progress(task_id, docs kept so far, records read so far, what runs now)`` is called when a
+    batch has been read and before each stage works on it, so that a long task shows where it is.
+    """
     task_id = task_id_for(task, plan.segment)
     started = time.perf_counter()
     for directory in (plan.docs_dir, plan.rejects_dir):
@@ -135,6 +139,11 @@ def run_task(
     read_counter = StageCounter(READ_STAGE, 0)
     counters = [StageCounter(stage.name, i + 1) for i, stage in enumerate(stages)]
     docs_done = 0
+
+    def report(doing: str) -> None:
+        if progress is not None:
+            progress(task_id, docs_done, read_counter.docs_in, doing)
+
     try:
         for batch in _batches(task, plan, reader, read_counter):
             if batch.rejects is not None and batch.rejects.num_rows:
@@ -143,11 +152,11 @@ def run_task(
             table = batch.docs
             if table is None or table.num_rows == 0:
                 continue
-            table = _run_stages(conform(table), stages, counters, reject_writer)
+            report(READ_STAGE)
+            table = _run_stages(conform(table), stages, counters, reject_writer, report)
             docs_writer.write(table)
             docs_done += table.num_rows
-            if progress is not None:
-                progress(task_id, docs_done, read_counter.docs_in)
+            report("write")
         shards = docs_writer.commit()
         for writer in reject_writers.values():
             writer.commit()
@@ -182,8 +191,10 @@ def _batches(task: Task, plan: TaskPlan, reader: Reader | None, counter: StageCo
             ReadBatch(docs=pa.Table.from_batches([b]), records=b.num_rows)
             for b in source.iter_batches(batch_size=plan.batch_rows)
         )
+    elif os.path.isdir(task.path) and not reader.whole_directories:
+        iterator = _unlisted_folder(task.path)
     else:
-        iterator = iter(reader.read(task))
+        iterator = (_valid_utf8(b) for b in reader.read(task))
     while True:
         try:
             batch = next(iterator)
@@ -218,10 +229,38 @@ def _batches(task: Task, plan: TaskPlan, reader: Reader | None, counter: StageCo
     counter.bytes_in = counter.bytes_out  # what the reader produced is what entered the pipeline
 
 
-def _run_stages(table: pa.Table, stages: list[Stage], counters: list[StageCounter], reject_writer) -> pa.Table:
+def _unlisted_folder(path: str) -> Iterator[ReadBatch]:
+    """A folder inside an input that could not be listed when the run was planned: its error, as a read error."""
+    os.listdir(path)  # raises the real reason (PermissionError ...)
+    raise PermissionError(f"{path}: a folder that could not be listed when the run was planned")
+    yield  # pragma: no cover - a generator that only raises
+
+
+def _valid_utf8(batch: ReadBatch) -> ReadBatch:
+    """No string that is not UTF-8 gets past the reader: DuckDB refuses every query on a file holding one.
+
+    Documents with one become rejects (``bad-utf8:<column>``); their strings, and those of the reader's
+    own rejects, are repaired (U+FFFD) so that the quarantine itself stays readable.
+    """
+    rejects = batch.rejects
+    if rejects is not None and rejects.num_rows:
+        rejects = repair_utf8(rejects)
+    docs = batch.docs
+    if docs is not None and docs.num_rows:
+        docs, moved, reasons = split_invalid_utf8(docs)
+        if moved is not None:
+            moved = moved.append_column(REJECT_REASON, pa.array(reasons, pa.string()))
+            rejects = moved if rejects is None or not rejects.num_rows else pa.concat_tables(
+                [rejects, moved], promote_options="permissive")
+    return ReadBatch(docs=docs, rejects=rejects, skipped=batch.skipped, records=batch.records)
+
+
+def _run_stages(table: pa.Table, stages: list[Stage], counters: list[StageCounter], reject_writer,
+                report: Callable[[str], None] = lambda doing: None) -> pa.Table:
     for stage, counter in zip(stages, counters):
         if table.num_rows == 0:
             break
+        report(stage.name)
         started = time.perf_counter()
         counter.docs_in += table.num_rows
         counter.bytes_in += text_bytes(table)

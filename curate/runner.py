@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -49,6 +51,21 @@ class OutputConflict(ConfigError):
     """The output directory holds a run with a different config."""
 
 
+class OutputUnusable(ConfigError):
+    """The output path cannot hold a run: a file is in the way, or it cannot be written."""
+
+
+class InputChanged(ConfigError):
+    """An input file changed after the output was (partly) written from it."""
+
+
+class OutputLocked(RuntimeError):
+    """Another run is working in the same output directory."""
+
+
+LOCK = ".curate.lock"
+
+
 @dataclass
 class RunSummary:
     output: str
@@ -61,6 +78,8 @@ class RunSummary:
     ray_start_seconds: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)
     already_complete: bool = False
+    ids_renamed: int = 0        # documents whose given id was used by another one: renamed, given_id kept
+    lock_taken_over: str = ""   # the stale lock of a run that stopped without releasing it, if any
 
     @property
     def ok(self) -> bool:
@@ -104,16 +123,66 @@ def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], l
             tasks.append(dataclasses.replace(task, index=len(tasks)))
         described.append({
             "source": spec.source, "format": spec.format,
-            "files": [{"path": p, "bytes": _size(p)} for p in paths],
+            "files": [{"path": p, **describe_file(p)} for p in paths],
         })
     return tasks, readers, described
 
 
-def _size(path: str) -> int:
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs
-                   if os.path.isfile(os.path.join(r, f)))
-    return os.path.getsize(path)
+#: Bytes read from each end of an input for its content check.
+SAMPLE_BYTES = 4096
+
+
+def describe_file(path: str) -> dict:
+    """Size, modification time and a cheap content check of an input, to notice it changing under a run.
+
+    The check hashes the first and last 4 KiB (and the size): reading whole inputs again on every rerun
+    would cost as much as the run. A folder input (a code tree) is described by its listing: every
+    file's relative path, size and modification time.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    try:
+        if os.path.isdir(path):
+            size, mtime = 0, os.stat(path).st_mtime_ns
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    try:
+                        info = os.stat(full)
+                    except OSError:
+                        continue
+                    size += info.st_size
+                    mtime = max(mtime, info.st_mtime_ns)
+                    digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\0{info.st_mtime_ns}\n"
+                                  .encode("utf-8", "surrogateescape"))
+            return {"bytes": size, "mtime_ns": mtime, "sample": digest.hexdigest()}
+        info = os.stat(path)
+        digest.update(str(info.st_size).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(SAMPLE_BYTES))
+            if info.st_size > SAMPLE_BYTES:
+                f.seek(max(SAMPLE_BYTES, info.st_size - SAMPLE_BYTES))
+                digest.update(f.read(SAMPLE_BYTES))
+        return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns, "sample": digest.hexdigest()}
+    except OSError:  # unreadable: its task reports the error; nothing to compare
+        return {"bytes": 0}
+
+
+def changed_inputs(previous: list[dict], current: list[dict]) -> list[str]:
+    """Inputs of the run in ``previous`` (manifest ``inputs``) that differ now: one description each."""
+    before = {f["path"]: f for spec in previous for f in spec.get("files", [])}
+    changed = []
+    for spec in current:
+        for now in spec["files"]:
+            old = before.get(now["path"])
+            if old is None:
+                continue  # a new file changes the config fingerprint: reported as a config change
+            if old.get("bytes") != now.get("bytes"):
+                changed.append(f"{now['path']} (size {old.get('bytes'):,} -> {now.get('bytes'):,} bytes)")
+            elif any(key in old and old[key] != now.get(key) for key in ("mtime_ns", "sample")):
+                what = "content" if old.get("sample") != now.get("sample") else "modification time"
+                changed.append(f"{now['path']} ({what} changed, same size)")
+    return changed
 
 
 def _versions() -> dict[str, str]:
@@ -126,6 +195,72 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def _config_change(previous: dict, config: PipelineConfig, inputs: list[dict]) -> str:
+    """What differs from the run recorded in ``previous``, in words, as far as it can tell."""
+    before = {f["path"] for spec in previous.get("inputs", []) for f in spec.get("files", [])}
+    now = {f["path"] for spec in inputs for f in spec["files"]}
+    said = []
+    if now - before:
+        said.append("new input " + ", ".join(sorted(now - before)[:3]) + (" ..." if len(now - before) > 3 else ""))
+    if before - now:
+        said.append("input gone " + ", ".join(sorted(before - now)[:3]) + (" ..." if len(before - now) > 3 else ""))
+    old_config = dict(previous.get("config") or {})
+    new_config = config.to_dict()
+    if old_config.get("stages") != new_config["stages"]:
+        said.append("stages or their parameters changed")
+    if [(i.get("source"), i.get("format"), i.get("options")) for i in old_config.get("inputs", [])] != \
+            [(i["source"], i["format"], i["options"]) for i in new_config["inputs"]]:
+        said.append("input sources, formats or options changed")
+    return "; ".join(said) or "inputs or stages changed"
+
+
+class OutputLock:
+    """One run at a time per output folder: an exclusive ``flock`` on ``OUT/.curate.lock``.
+
+    The kernel releases a ``flock`` when its process dies, however it dies, so the lock of a killed run
+    is never in the way: the next run takes it over (the file still names the run that held it, which
+    ``previous`` reports). Ray's processes do not inherit the lock (Python opens files non-inheritable).
+    On NFS, Linux maps ``flock`` to a lock on the server.
+    """
+
+    def __init__(self, output: str):
+        self.output = output
+        self.path = os.path.join(output, LOCK)
+        self.file = None
+        self.previous = ""
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        try:
+            self.file = open(self.path, "a+", encoding="utf-8")
+        except OSError as err:
+            raise OutputUnusable(f"cannot write here: {err.strerror}", file=self.output) from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "pid unknown"
+            self.file.close()
+            self.file = None
+            raise OutputLocked(f"{self.output}: another curate run ({holder}) holds this output folder; "
+                               "wait for it to finish, or choose another --output") from None
+        self.file.seek(0)
+        self.previous = self.file.read().strip()
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
+        self.file.flush()
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.seek(0)
+            self.file.truncate()  # empty: the next run knows this one ended properly
+            self.file.close()     # closing releases the lock
+            self.file = None
 
 
 class Runner:
@@ -147,30 +282,69 @@ class Runner:
     def _path(self, *parts: str) -> str:
         return os.path.join(self.output, *parts)
 
-    def _prepare_output(self) -> bool:
-        """Create or reopen the output; True when the same run already completed."""
+    def _check_output(self) -> None:
+        """Before anything is created: the output path is a folder this run may use, or can become one."""
+        path = self.output
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputUnusable("is a file, not a folder; choose another --output", file=path)
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise OutputUnusable(f"cannot create it: {parent} is a file, not a folder", file=path)
+        if os.path.isdir(path):
+            try:
+                entries = set(os.listdir(path)) - {LOCK}
+            except OSError as err:
+                raise OutputUnusable(f"cannot read it: {err.strerror}", file=path) from None
+            if entries and MANIFEST not in entries and not self.overwrite:
+                raise OutputConflict("exists and is not a curate output; use --overwrite or another --output",
+                                     file=path)
+
+    def _create_output(self) -> None:
+        try:
+            os.makedirs(self.output, exist_ok=True)
+        except OSError as err:
+            raise OutputUnusable(f"cannot create it: {err.strerror}", file=self.output) from None
+
+    def _prepare_output(self, inputs: list[dict]) -> bool:
+        """Reopen (or start) the output, under the lock; True when the same run already completed.
+
+        A rerun refuses an output whose inputs changed since it was written (size, modification time
+        or the content check of ``describe_file``). Redoing only the tasks of a changed file would be
+        wrong: a file that grew shifts the byte ranges of every task after the change, and a global
+        stage (dedup) decided over the old contents of every file; so the run is redone whole, and
+        only when asked (``--overwrite``).
+        """
         manifest_path = self._path(MANIFEST)
         if os.path.exists(manifest_path):
-            import json
-
-            with open(manifest_path, encoding="utf-8") as f:
-                previous = json.load(f)
+            try:
+                with open(manifest_path, encoding="utf-8") as f:
+                    previous = json.load(f)
+            except (OSError, ValueError) as err:
+                raise OutputUnusable(f"cannot read {MANIFEST}: {err}", file=self.output) from None
+            changed = changed_inputs(previous.get("inputs", []), inputs)
             if previous.get("fingerprint") != self.fingerprint:
                 if not self.overwrite:
                     raise OutputConflict(
-                        "holds a run with a different config (inputs or stages changed); "
+                        f"holds a run with a different config ({_config_change(previous, self.config, inputs)}); "
                         "use --overwrite to replace it, or choose another --output", file=self.output)
+                self._wipe()
+            elif changed:
+                if not self.overwrite:
+                    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+                    raise InputChanged(
+                        f"input {changed[0]}{more} changed since this output was written from it; "
+                        "rerun with --overwrite to redo the run on the inputs as they are now, "
+                        "or choose another --output", file=self.output)
                 self._wipe()
             elif previous.get("complete"):
                 self.manifest = previous
                 return True
             else:
                 self.manifest = previous
-        elif os.path.isdir(self.output) and os.listdir(self.output):
-            if not self.overwrite:
-                raise OutputConflict("exists and is not a curate output; use --overwrite or another --output",
-                                     file=self.output)
-            self._wipe()
+        elif set(os.listdir(self.output)) - {LOCK}:
+            self._wipe()  # not a curate output, and --overwrite (checked in _check_output)
         for sub in ("docs", "rejects", "stats", "work"):
             os.makedirs(self._path(sub), exist_ok=True)
         return False
@@ -189,16 +363,32 @@ class Runner:
 
     # ---- the run ----------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Plan, then run under the output folder's lock. Nothing is created before the plan holds:
+        a run that cannot start (no input, a bad path) leaves no trace."""
         started = time.perf_counter()
         summary = RunSummary(self.output)
-        if self._prepare_output():
-            summary.already_complete = True
-            summary.tasks_total = len(self.manifest.get("tasks", {}))
-            summary.tasks_skipped = summary.tasks_total
-            summary.docs = self.manifest.get("docs", 0)
-            summary.rejects = self.manifest.get("rejects", 0)
-            return summary
+        self._check_output()
         tasks, readers, inputs = plan_tasks(self.config)
+        self._create_output()
+        lock = OutputLock(self.output)
+        lock.acquire()
+        try:
+            summary.lock_taken_over = lock.previous
+            if self._prepare_output(inputs):
+                summary.already_complete = True
+                summary.tasks_total = len(self.manifest.get("tasks", {}))
+                summary.tasks_skipped = summary.tasks_total
+                summary.docs = self.manifest.get("docs", 0)
+                summary.rejects = self.manifest.get("rejects", 0)
+                summary.ids_renamed = self.manifest.get("ids", {}).get("renamed", 0)
+                return summary
+            self._run(summary, tasks, readers, inputs)
+        finally:
+            lock.release()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _run(self, summary: RunSummary, tasks: list[Task], readers: dict[str, Reader], inputs: list[dict]) -> None:
         segments = build_segments(self.config)
         self.schemas = self._output_schemas(readers, inputs, segments)
         self._write_manifest(
@@ -230,9 +420,22 @@ class Runner:
                 summary.failed.update(failed)
                 if failed:
                     break  # a global step needs every shard; later segments wait for a rerun
+                if segment.index == 0:
+                    self._unique_ids(plan, pool, summary)
         self._finish(summary, segments)
-        summary.seconds = time.perf_counter() - started
-        return summary
+
+    def _unique_ids(self, plan: TaskPlan, pool, summary: RunSummary) -> None:
+        """Every document of the run exists once after segment 0: make ids that collide unique (curate.ids)."""
+        from curate.ids import make_unique
+
+        shards = sorted(glob.glob(os.path.join(plan.docs_dir, "*.parquet"))) + sorted(
+            glob.glob(self._path("rejects", "*.parquet")))
+        result = make_unique(shards, self._path("work", "ids"))
+        summary.ids_renamed = result["renamed"]
+        if result["renamed"] and not result.get("reported"):
+            pool.say(f"ids: {result['renamed']:,} documents shared their id with another one "
+                     f"({result['colliding_ids']:,} ids); they got unique ids, the given one is kept in given_id")
+        self._write_manifest(ids={"renamed": result["renamed"], "colliding_ids": result["colliding_ids"]})
 
     def _label(self, segment: Segment) -> str:
         names = ([segment.global_stage.name] if segment.global_stage else []) + [s.name for s, _, _ in segment.stages]
@@ -320,6 +523,10 @@ class Runner:
             updates["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             for segment in segments[:-1]:  # intermediate shards: every document now lives in docs/ or rejects/
                 shutil.rmtree(self._path("work", f"segment{segment.index}"), ignore_errors=True)
+            from curate.ids import DECISION
+
+            if os.path.exists(self._path("work", "ids", DECISION)):  # the counts stay, the id list goes
+                os.remove(self._path("work", "ids", DECISION))
         self._write_manifest(**updates)
 
 

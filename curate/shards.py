@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.schema import invalid_utf8
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -61,6 +63,11 @@ class ShardWriter:
             from curate.output_schema import conform_to
 
             table = conform_to(table, self.schema)
+        bad = invalid_utf8(table)
+        if bad:  # the runner quarantines these at the reader; a shard holding one would break every query
+            name, mask = next(iter(bad.items()))
+            raise ValueError(f"{self.stem}: column {name!r} holds {int(mask.sum())} string(s) that are not valid "
+                             "UTF-8; refusing to write them (DuckDB could not read the shard)")
         table = _normalize_nulls(table)
         if self._writer is not None and self._rows_in_part < self.max_rows and not table.schema.equals(self._writer.schema):
             table = _cast_or_none(table, self._writer.schema) or table

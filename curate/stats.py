@@ -15,6 +15,7 @@ import os
 import duckdb
 
 from curate.execute import STATS_SCHEMA
+from curate.params import ConfigError
 
 VIEWS = ("docs", "rejects", "stats")
 
@@ -42,21 +43,35 @@ def _duck_type(arrow_type) -> str:
     return "STRUCT(reason VARCHAR, kind VARCHAR, docs BIGINT)[]"
 
 
-def view_sql(output: str, name: str) -> str:
+class NotAnOutput(ConfigError):
+    """A folder that is not a curate output (no manifest.json), or a database path that cannot be one."""
+
+
+def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
+    """The view over ``output/name/*.parquet``: absolute, or relative to the folder ``relative_to``."""
     pattern = os.path.join(os.path.abspath(output), name, "*.parquet")
     if not glob.glob(pattern):
         return _empty_select(name)
+    if relative_to is not None:
+        pattern = os.path.relpath(pattern, relative_to)
     escaped = pattern.replace("'", "''")
     return f"SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
 
 
-def connect(output: str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the run's views defined."""
+def check_output(output: str) -> None:
     if not os.path.isdir(output) or not os.path.exists(os.path.join(output, "manifest.json")):
-        raise FileNotFoundError(f"{output}: not a curate output directory (no manifest.json)")
+        raise NotAnOutput("not a curate output directory (no manifest.json)", file=output)
+
+
+def connect(output: str, database: str = ":memory:", *, relative: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the run's views defined (``relative``: paths relative to the database file)."""
+    check_output(output)
     con = duckdb.connect(database)
+    base = os.path.dirname(os.path.abspath(database)) if relative else None
+    if base is not None:  # views are checked when created: resolve their relative paths as a reader will
+        con.execute("SET file_search_path = ?", [base])
     for name in VIEWS:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(output, name)}")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(output, name, base)}")
     return con
 
 
@@ -110,12 +125,59 @@ def by_language(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """).fetchall()
 
 
+#: Bytes 8-11 of a DuckDB database file.
+DUCKDB_MAGIC = b"DUCK"
+
+
 def write_database(output: str, database: str) -> None:
-    """A DuckDB file whose views point at the run's Parquet (absolute paths: open it from anywhere)."""
+    """A DuckDB file whose views read the run's Parquet by paths relative to the database file's folder.
+
+    Relative, so that the database keeps working when the output folder moves with it (a database kept
+    inside the output folder, or beside it): DuckDB resolves them from the working directory, so it is
+    opened from its own folder (``cd OUT && duckdb run.duckdb``). A database elsewhere, or after a move
+    that separated the two, is refreshed by running ``curate stats OUT --db FILE`` again.
+    """
+    check_output(output)
+    folder = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(folder):
+        raise NotAnOutput(f"no such folder: {folder}", file=database, key="--db")
+    if os.path.isdir(database):
+        raise NotAnOutput("is a folder; give a file name such as run.duckdb", file=database, key="--db")
     if os.path.exists(database):
-        os.remove(database)
-    con = connect(output, database)
+        try:
+            with open(database, "rb") as f:
+                head = f.read(12)
+        except OSError as err:
+            raise NotAnOutput(f"cannot read it: {err.strerror}", file=database, key="--db") from None
+        if head[8:12] != DUCKDB_MAGIC:
+            raise NotAnOutput("exists and is not a DuckDB database; not replacing it", file=database, key="--db")
+        try:
+            os.remove(database)
+        except OSError as err:
+            raise NotAnOutput(f"cannot replace it: {err.strerror}", file=database, key="--db") from None
+    try:
+        con = connect(output, database, relative=True)
+    except duckdb.Error as err:
+        raise NotAnOutput(f"cannot write it: {str(err).splitlines()[0]}", file=database, key="--db") from None
     con.close()
+
+
+def renamed_ids(con: duckdb.DuckDBPyConnection) -> int:
+    """Documents that got a new id because their given id named another document too (``given_id``)."""
+    total = 0
+    for name in ("docs", "rejects"):
+        columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
+        if "given_id" in columns:
+            total += con.execute(f"SELECT count(given_id) FROM {name}").fetchone()[0]
+    return total
+
+
+def empty_inputs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(source, path) of the input files that yielded no record at all: empty, or not of their format."""
+    return con.execute("""
+        SELECT source, path FROM stats WHERE stage = 'read' AND segment = 0
+        GROUP BY source, path HAVING sum(docs_in) = 0 ORDER BY source, path
+    """).fetchall()
 
 
 def stage_errors(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:

@@ -405,6 +405,28 @@ def cc_labels(workdir: str, k: int, q: int) -> dict:
     return {"nodes": int(nodes.size)}
 
 
+def _check_unique(workdir: str, shard_count: int, member_ids: pa.Array) -> None:
+    """Decisions are applied by id: an id that also names another document would take that one with it.
+
+    ``curate run`` makes ids unique before a global stage runs (curate.ids); this check is what makes
+    dedup safe on its own: it stops, naming the id, rather than reject or merge a document by a shared id.
+    """
+    if not len(member_ids):
+        return
+    members = pc.unique(member_ids)
+    hits = [t.filter(pc.is_in(t["id"], value_set=members))
+            for t in (pq.read_table(os.path.join(workdir, "map", f"s{s}", "ids.parquet")) for s in range(shard_count))]
+    found = pa.concat_tables(hits) if hits else None
+    if found is None or found.num_rows == len(member_ids):
+        return
+    counts = found.group_by("id").aggregate([("key", "count")]).filter(pc.field("key_count") > 1)
+    if counts.num_rows:
+        shared, times = counts["id"][0].as_py(), counts["key_count"][0].as_py()
+        raise RuntimeError(f"dedup: id {shared!r} names {times} different documents ({counts.num_rows} such ids); "
+                           "ids must be unique in a run (curate run makes them so): deciding by id would "
+                           "drop or merge a document that is no duplicate")
+
+
 def ids_for(workdir: str, shard: int, wanted: np.ndarray) -> pa.Table:
     table = pq.read_table(os.path.join(workdir, "map", f"s{shard}", "ids.parquet"))
     return table.filter(pa.array(_in_sorted(table["key"].to_numpy(), wanted)))
@@ -563,6 +585,7 @@ def finalize(workdir: str, shard_count: int) -> dict:
     id_keys, id_values = id_keys[order], id_table["id"].combine_chunks().take(pa.array(order))
     if id_keys.size != wanted.size:
         raise RuntimeError(f"dedup: {wanted.size - id_keys.size} duplicate documents have no id in the map output")
+    _check_unique(workdir, shard_count, id_values)
     id_at = lambda keys: id_values.take(pa.array(np.searchsorted(id_keys, keys)))  # noqa: E731
     reason_names = pa.array(REASON_CODES, pa.string())
     decisions = pa.table(

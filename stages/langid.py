@@ -58,6 +58,15 @@ def lid_model_path() -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def lid_languages() -> frozenset[str]:
+    """The 176 language codes lid.176 can output, read from the labels stored in the model file."""
+    import re
+
+    with open(lid_model_path(), "rb") as f:
+        return frozenset(m.decode() for m in re.findall(rb"__label__([A-Za-z_-]+)", f.read()))
+
+
+@functools.lru_cache(maxsize=1)
 def load_lid_model():
     """The lid.176 fastText model, loaded once per process."""
     import fasttext
@@ -160,12 +169,19 @@ class LangId(Stage):
                 if not self.languages:
                     raise ValueError('languages: give at least one language, or "all"')
                 self.languages = [normalize_language(code) for code in self.languages]
+                for code in self.languages:  # a code the model never outputs would reject every document
+                    if code not in lid_languages():
+                        listed = " (a list is written [en, zh], or en,zh after --set)" if "," in code else ""
+                        raise ValueError(f"languages: {code!r} is not a language lid.176 knows{listed}; it knows "
+                                         f"{', '.join(sorted(lid_languages()))} (zh-Hans, zh-Hant ... mean zh)")
             if not 0.0 <= self.min_score <= 1.0:
                 raise ValueError("min_score: must be in [0, 1]")
             normalized = {}
             for code, score in self.min_scores.items():
                 if not isinstance(score, (int, float)) or isinstance(score, bool) or not 0.0 <= score <= 1.0:
                     raise ValueError(f"min_scores: {code!r} must map to a number in [0, 1], got {score!r}")
+                if normalize_language(str(code)) not in lid_languages():
+                    raise ValueError(f"min_scores: {code!r} is not a language lid.176 knows")
                 normalized[normalize_language(str(code))] = float(score)
             self.min_scores = normalized
             if self.segment_chars < 20:

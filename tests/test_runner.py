@@ -233,14 +233,15 @@ def test_kill_9_mid_run_then_resume_gives_every_document_once(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
-def test_cli_stats_sql_and_database_file(tmp_path):
+def test_cli_stats_sql_and_database_file(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "in.jsonl", ["short", "a long enough document text"])
     (tmp_path / "p.yaml").write_text(
         "inputs:\n  - {source: web, format: jsonl, paths: [in.jsonl]}\nstages:\n  - length: {min_chars: 10}\n")
     assert _cli("run", "p.yaml", "-o", "out", "--no-progress", cwd=tmp_path).returncode == 0
     shown = _cli("stats", "out", "--db", "run.duckdb", cwd=tmp_path)
     assert shown.returncode == 0 and "length:too-short 1" in shown.stdout
-    con = duckdb.connect(str(tmp_path / "run.duckdb"))
+    monkeypatch.chdir(tmp_path)  # the views' paths are relative to the database's folder: open it from there
+    con = duckdb.connect("run.duckdb")
     assert con.execute("SELECT count(*) FROM docs").fetchone()[0] == 1
     assert con.execute("SELECT reject_reason FROM rejects").fetchone()[0] == "length:too-short"
     queried = _cli("sql", "out", "SELECT count(*) AS n FROM rejects", "--csv", cwd=tmp_path)

@@ -114,7 +114,11 @@ def reader_class(fmt: str, *, key: str = "format", file: str | None = None) -> t
 
 
 def expand_paths(patterns: list[str], reader: type[Reader], *, base_dir: str = ".") -> list[str]:
-    """Resolve globs and directories to a sorted, de-duplicated list of input paths."""
+    """Resolve globs and directories to a sorted, de-duplicated list of input paths.
+
+    A folder that cannot be listed (permissions) stays in the list as itself: its task fails to read
+    it, so it is counted and reported as a read error like an unreadable file, never skipped unseen.
+    """
     found: list[str] = []
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
@@ -123,7 +127,7 @@ def expand_paths(patterns: list[str], reader: type[Reader], *, base_dir: str = "
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         for match in matches:
             if os.path.isdir(match) and not reader.whole_directories:
-                for root, dirs, files in os.walk(match):
+                for root, dirs, files in os.walk(match, onerror=lambda err: found.append(err.filename or match)):
                     dirs.sort()
                     for name in sorted(files):
                         if reader.suffixes is None or name.lower().endswith(reader.suffixes):

@@ -21,7 +21,7 @@ import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import open_lenient, printable
-from curate.schema import doc_id
+from curate.schema import doc_id, invalid_utf8
 
 BLOCK_BYTES = 8 << 20
 
@@ -104,7 +104,10 @@ class JsonlReader(Reader):
                 columns[name] = table[name]
             else:
                 return None  # nested values: the per-line path serialises them as JSON
-        return ReadBatch(docs=pa.table(columns), records=n)
+        docs = pa.table(columns)
+        if invalid_utf8(docs):
+            return None  # Arrow's JSON parser passes bytes that are not UTF-8: the per-line path names the lines
+        return ReadBatch(docs=docs, records=n)
 
     def _parse_block_per_line(self, task: Task, offsets: list[int], lines: list[bytes]) -> ReadBatch:
         """Lines that are not all well-formed: find the bad ones and quarantine them with a reason."""

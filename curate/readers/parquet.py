@@ -82,7 +82,7 @@ class ParquetReader(Reader):
             table = pa.Table.from_batches([batch])
             n = table.num_rows
             if opts.id_field in names:
-                given = table[opts.id_field].cast(pa.string())
+                given = _as_string(table[opts.id_field])
             else:
                 given = pa.nulls(n, pa.string())
             if given.null_count:
@@ -92,8 +92,8 @@ class ParquetReader(Reader):
                 ids = given
             text = table[opts.text_field]
             if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
-                text = text.cast(pa.string())
-            url = table[opts.url_field].cast(pa.string()) if opts.url_field in names else pa.nulls(n, pa.string())
+                text = _as_string(text)
+            url = _as_string(table[opts.url_field]) if opts.url_field in names else pa.nulls(n, pa.string())
             docs = pa.table({"id": ids, "source": pa.array([self.source] * n, pa.string()), "text": text, "url": url,
                              "path": pa.array([printable(task.path)] * n, pa.string())})
             for name in opts.keep_fields:
@@ -107,3 +107,13 @@ class ParquetReader(Reader):
                 docs = docs.filter(pc.invert(missing))
             row += n
             yield ReadBatch(docs=docs, rejects=rejects, records=n)
+
+
+def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as strings. Binary bytes are taken as they are (a cast would fail the whole batch on one
+    value that is not UTF-8); the runner moves such rows to the rejects with ``bad-utf8:<column>``."""
+    if pa.types.is_binary(column.type):
+        return pa.chunked_array([c.view(pa.string()) for c in column.chunks], pa.string())
+    if pa.types.is_large_binary(column.type):
+        return pa.chunked_array([c.view(pa.large_string()) for c in column.chunks], pa.large_string())
+    return column.cast(pa.string())
