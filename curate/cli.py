@@ -5,20 +5,40 @@ Exit codes: 0 done, 1 failed or incomplete, 2 usage or config error.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curate import __version__
 from curate.params import ConfigError
 
-# Piped output (CI, `| less`) gets a wide table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+def _width(stream) -> int | None:
+    """Output width: the terminal's (also when piped into ``less``), ``COLUMNS`` if set, else 160 for logs."""
+    if stream.isatty():
+        return None  # rich asks the terminal
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for fd in (0, 1, 2):
+        try:
+            return os.get_terminal_size(fd).columns
+        except OSError:
+            continue
+    return 160
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Terminal columns from which the funnel is one table with its reasons (narrower: counts, then reasons).
+FUNNEL_WIDE = 140
 
 
 class CurateGroup(click.Group):
@@ -28,8 +48,11 @@ class CurateGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as err:
-            err_console.print(f"[bold red]config error[/bold red] {err}")
+            err_console.print(f"[bold red]config error[/bold red] {err}", highlight=False)
             sys.exit(EXIT_USAGE)
+        except OSError as err:  # a file that vanished, a full disk ...: one line, not a traceback
+            err_console.print(f"[bold red]error[/bold red] {err}", highlight=False)
+            sys.exit(EXIT_FAILED)
 
 
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -46,18 +69,21 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, metavar="[CONFIG_FILE]")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--input", "-i", "inputs", multiple=True, help="Input file, glob or directory (shortcut without a config).")
+@click.option("--input", "-i", "inputs", multiple=True,
+              help="Input files, globs or directories (shortcut without a config); takes several: "
+                   "`--input dumps/*.jsonl` unquoted works.")
 @click.option("--format", "-f", "fmt", help="Input format: warc wet arc html jsonl parquet txt code.")
 @click.option("--source", "-s", help="Source name for the input (default: the format).")
 @click.option("--stages", help="Comma-separated stages to run instead of the format's defaults, in order.")
-@click.option("--set", "overrides", multiple=True, metavar="STAGE.PARAM=VALUE", help="Override a stage parameter.")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.PARAM=VALUE",
+              help="Override a stage parameter (a list as en,zh or [en, zh]), or a run setting: run.task_mb=8.")
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Parallel workers (default: all CPUs).")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: an embedded local Ray).")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(config_file, output, inputs, fmt, source, stages, overrides, workers, address, overwrite, no_progress):
+def run(args, output, inputs, fmt, source, stages, overrides, workers, address, overwrite, no_progress):
     """Run a pipeline from CONFIG_FILE, or the default pipeline on --input/--format.
 
     \b
@@ -77,14 +103,26 @@ def run(config_file, output, inputs, fmt, source, stages, overrides, workers, ad
     """
     from curate.config import from_shortcut, load_config
     from curate.pool import ClusterUnavailable
-    from curate.runner import Runner
+    from curate.runner import OutputLocked, Runner
 
-    if config_file and (inputs or fmt):
+    config_file = None
+    if inputs:  # the shell expanded `--input dumps/*.jsonl` into several words: the others land here
+        if any(a.lower().endswith((".yaml", ".yml")) for a in args) or fmt is None and args:
+            raise click.UsageError("give either a config file or --input/--format, not both")
+        inputs = (*inputs, *args)
+    elif len(args) > 1:
+        raise click.UsageError(f"one config file at most, got {len(args)}: {' '.join(args)} "
+                               "(several inputs go after --input)")
+    elif args:
+        config_file = args[0]
+    if config_file and fmt:
         raise click.UsageError("give either a config file or --input/--format, not both")
     if config_file:
-        if stages or overrides or source:
-            raise click.UsageError("--stages/--set/--source go with --input; edit the config file instead")
-        config = load_config(config_file)
+        run_overrides = [o for o in overrides if o.startswith("run.")]
+        if stages or source or len(run_overrides) < len(overrides):
+            raise click.UsageError("--stages/--set STAGE.PARAM/--source go with --input; edit the config file "
+                                   "instead (--set run.SETTING works with both)")
+        config = load_config(config_file, run_overrides)
     else:
         if not inputs or not fmt:
             raise click.UsageError("give a config file, or --input and --format")
@@ -93,15 +131,20 @@ def run(config_file, output, inputs, fmt, source, stages, overrides, workers, ad
     try:
         summary = Runner(config, output, workers=workers, address=address, overwrite=overwrite,
                          show_progress=not no_progress).run()
-    except ClusterUnavailable as err:
-        err_console.print(f"[bold red]error[/bold red] {err}")
+    except (ClusterUnavailable, OutputLocked) as err:
+        err_console.print(f"[bold red]error[/bold red] {err}", highlight=False)
         sys.exit(EXIT_FAILED)
+    if summary.lock_taken_over:
+        err_console.print(f"[bold]curate[/bold] took over the lock of a run that ended without releasing it "
+                          f"({summary.lock_taken_over})", highlight=False)
     if summary.already_complete:
         console.print(f"[bold]curate[/bold] {output}: this run is already complete "
                       f"({summary.docs:,} docs kept, {summary.rejects:,} rejected); nothing to do.")
         sys.exit(EXIT_OK)
     print_funnel(output)
     warn_stage_errors(output)
+    warn_empty_inputs(output)
+    report_renamed_ids(summary.ids_renamed)
     console.print(
         f"[bold]curate[/bold] {summary.tasks_run} tasks run, {summary.tasks_skipped} already done; "
         f"{summary.docs:,} docs kept, {summary.rejects:,} rejected in {summary.seconds:.1f}s "
@@ -117,17 +160,32 @@ def print_funnel(output: str, by_lang: bool = False) -> None:
     from curate import stats
 
     con = stats.connect(output)
-    table = Table(title=f"funnel: {output}", show_lines=False)
-    for name, justify in [("source", "left"), ("stage", "left"), ("docs in", "right"), ("docs out", "right"),
-                          ("MB in", "right"), ("MB out", "right"), ("kept", "right"), ("rejected", "right"),
-                          ("skipped", "right"), ("s", "right")]:
+    rows = stats.funnel(con)
+    # A wide terminal gets one table; a narrow one (or COLUMNS=80) the counts, then the reasons below
+    # them, one folded line per stage: the table never runs past the terminal's edge.
+    wide = console.width >= FUNNEL_WIDE
+    table = Table(title=f"funnel: {output}", show_lines=False, box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+                  pad_edge=wide)
+    columns = [("source", "left"), ("stage", "left"), ("docs in", "right"), ("docs out", "right"),
+               ("MB in", "right"), ("MB out", "right"), ("kept", "right"), ("rejected", "right"),
+               ("skipped", "right"), ("s", "right")]
+    shown = [c for c in columns if wide or c[0] not in ("MB in", "MB out", "s")]
+    for name, justify in shown:
         table.add_column(name, justify=justify, overflow="fold")
-    table.add_column("top reasons", overflow="fold")
-    for source, stage, din, dout, bin_, bout, share, rejected, skipped, seconds, reasons in stats.funnel(con):
-        table.add_row(source, stage, f"{din:,}", f"{dout:,}", f"{bin_ / 1e6:.2f}", f"{bout / 1e6:.2f}",
-                      "" if share is None else f"{share:.1%}", f"{rejected:,}", f"{skipped:,}", f"{seconds:.2f}",
-                      reasons)
+    if wide:
+        table.add_column("top reasons", overflow="fold")
+    for source, stage, din, dout, bin_, bout, share, rejected, skipped, seconds, reasons in rows:
+        cells = {"source": source, "stage": stage, "docs in": f"{din:,}", "docs out": f"{dout:,}",
+                 "MB in": f"{bin_ / 1e6:.2f}", "MB out": f"{bout / 1e6:.2f}",
+                 "kept": "" if share is None else f"{share:.1%}", "rejected": f"{rejected:,}",
+                 "skipped": f"{skipped:,}", "s": f"{seconds:.2f}"}
+        table.add_row(*(escape(cells[name]) for name, _ in shown), *([escape(reasons)] if wide else []))
     console.print(table)
+    if not wide and any(reasons for *_, reasons in rows):
+        console.print("[bold]top reasons[/bold]")
+        for source, stage, *_, reasons in rows:
+            if reasons:
+                console.print(f"  {escape(source)} {escape(stage)}: {escape(reasons)}", highlight=False)
     if by_lang:
         lang_table = Table(title="by language")
         for name in ("source", "lang", "kept", "rejected", "kept share"):
@@ -140,13 +198,50 @@ def print_funnel(output: str, by_lang: bool = False) -> None:
 def warn_stage_errors(output: str) -> None:
     from curate import stats
 
-    errors = stats.stage_errors(stats.connect(output))
+    con = stats.connect(output)
+    errors = stats.stage_errors(con)
     if errors:
         total = sum(docs for _, _, docs in errors)
         err_console.print(f"[bold yellow]warning[/bold yellow] {total:,} documents were rejected because a stage or "
-                          f"reader raised (quarantined in {output}/rejects):")
+                          f"reader raised (quarantined in {output}/rejects):", highlight=False)
         for stage, reason, docs in errors[:5]:
-            err_console.print(f"  {stage}: {reason} ({docs:,})")
+            err_console.print(f"  {stage}: {reason} ({docs:,})", highlight=False)
+        unread = con.execute("SELECT reject_reason FROM rejects WHERE reject_stage = 'read' "
+                             "AND reject_reason LIKE 'read-error:%' ORDER BY path LIMIT 6").fetchall()
+        for (reason,) in unread[:5]:  # which inputs could not be read, and why (the reason names the file)
+            err_console.print(f"    {reason.removeprefix('read-error:')[:300]}", highlight=False)
+        if len(unread) > 5:
+            err_console.print(f"    ... (curate sql {output} \"SELECT path, reject_reason FROM rejects "
+                              "WHERE reject_stage = 'read'\")", highlight=False)
+
+
+def warn_empty_inputs(output: str) -> None:
+    """Inputs that yielded no record: an empty file, or one that is not of its format (a gzip of text read as WARC)."""
+    import json
+
+    from curate import stats
+
+    empty = stats.empty_inputs(stats.connect(output))
+    if not empty:
+        return
+    try:
+        with open(os.path.join(output, "manifest.json"), encoding="utf-8") as f:
+            formats = {i["source"]: i["format"] for i in json.load(f).get("config", {}).get("inputs", [])}
+    except (OSError, ValueError, KeyError):
+        formats = {}
+    err_console.print(f"[bold yellow]warning[/bold yellow] {len(empty)} input{'s' if len(empty) > 1 else ''} "
+                      "yielded no records (empty, or not of the format given):", highlight=False)
+    for source, path in empty[:10]:
+        err_console.print(f"  {path} ({formats.get(source, source)})", highlight=False)
+    if len(empty) > 10:
+        err_console.print(f"  ... and {len(empty) - 10} more", highlight=False)
+
+
+def report_renamed_ids(renamed: int) -> None:
+    if renamed:
+        console.print(f"[bold]ids[/bold] {renamed:,} documents had an id that another document of the run also had: "
+                      "each got a unique id, and the id it was given is kept in the column given_id "
+                      "(docs/schema.md)", highlight=False)
 
 
 @main.command(name="stats")
@@ -154,13 +249,23 @@ def warn_stage_errors(output: str) -> None:
 @click.option("--db", "database", type=click.Path(dir_okay=False), help="Also write a DuckDB file with the views.")
 @click.option("--by-lang", is_flag=True, help="Also show kept and rejected documents per source and language.")
 def stats_command(output, database, by_lang):
-    """Print the funnel of a run: per source and stage, docs and bytes in and out, share kept, top reasons."""
+    """Print the funnel of a run: per source and stage, docs and bytes in and out, share kept, top reasons.
+
+    
+    --db FILE writes a DuckDB database whose views read the run's Parquet by paths relative to FILE's
+    folder: open it from there (`cd OUT && duckdb run.duckdb`). It keeps working when the output folder
+    moves with it; after other moves, run this command again to refresh it.
+    """
     from curate import stats
 
-    print_funnel(output, by_lang=by_lang)
     if database:
         stats.write_database(output, database)
-        console.print(f"wrote {database}: views docs, rejects, stats (open with `duckdb {database}`)")
+    print_funnel(output, by_lang=by_lang)
+    report_renamed_ids(stats.renamed_ids(stats.connect(output)))
+    if database:
+        folder = os.path.dirname(os.path.abspath(database))
+        console.print(f"wrote {database}: views docs, rejects, stats with paths relative to its folder "
+                      f"(open it there: cd {folder} && duckdb {os.path.basename(database)})", highlight=False)
 
 
 @main.command()
@@ -199,6 +304,20 @@ def sql(output, query, as_csv):
     console.print(f"{len(rows):,} rows")
 
 
+def _description(name: str, cls: type, loaded: dict) -> str:
+    """A class's own docstring (``__doc__`` is not inherited: a subclass without one has None); else its
+    module's, marked as shared when the module holds several of them, so no stage wears another's words."""
+    own = (cls.__dict__.get("__doc__") or "").strip()
+    if own:
+        return own.splitlines()[0]
+    module = (sys.modules[cls.__module__].__doc__ or "").strip()
+    if not module:
+        return ""
+    siblings = [n for n, c in loaded.items() if isinstance(c, type) and c.__module__ == cls.__module__]
+    shared = f" (shared by {', '.join(siblings)})" if len(siblings) > 1 else ""
+    return module.splitlines()[0] + shared
+
+
 @main.command()
 def stages():
     """List the stages and readers with their parameters and defaults."""
@@ -210,15 +329,17 @@ def stages():
     for title, registry, loader, attr in (("stages", STAGES, stage_class, "Params"),
                                          ("formats", READERS, reader_class, "Options")):
         console.print(f"[bold]{title}[/bold]")
+        loaded: dict[str, type | Exception] = {}
         for name in registry:
             try:
-                cls = loader(name)
+                loaded[name] = loader(name)
             except (ConfigError, ImportError) as err:
-                console.print(f"  {name}: unavailable ({err})")
+                loaded[name] = err
+        for name, cls in loaded.items():
+            if isinstance(cls, Exception):
+                console.print(f"  {name}: unavailable ({cls})", highlight=False)
                 continue
-            described = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
-            doc = described.strip().splitlines()[0] if described.strip() else ""
-            console.print(f"  [cyan]{name}[/cyan]  {doc}")
+            console.print(f"  [cyan]{name}[/cyan]  {escape(_description(name, cls, loaded))}", highlight=False)
             for f in dataclasses.fields(getattr(cls, attr)):
                 default = f.default if f.default is not dataclasses.MISSING else (
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +33,16 @@ class ClusterUnavailable(RuntimeError):
     """The Ray cluster named by --address / RAY_ADDRESS cannot be reached."""
 
 
+#: The watcher of the embedded Ray this process started (see curate/raywatch.py), with its session folder.
+_watch: tuple[subprocess.Popen, str] | None = None
+
+
 def start_ray(workers: int | None, address: str | None) -> bool:
-    """Connect to ``address`` or start an embedded local Ray; returns True when we started it."""
+    """Connect to ``address`` or start an embedded local Ray; returns True when we started it.
+
+    An embedded Ray gets a watcher process (``curate.raywatch``) that, once this process has exited
+    (normally or killed), ends the Ray processes still running and removes Ray's session folder.
+    """
     import ray
 
     if ray.is_initialized():
@@ -51,8 +60,60 @@ def start_ray(workers: int | None, address: str | None) -> bool:
                     "~/.ray/auth_token).")
                 raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address}: {err}.{hint}") from None
         else:  # address="local": never join a stray `ray start` cluster of this machine
+            watcher = _start_watch()
             ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
+            _name_session(watcher)
     return True
+
+
+def _start_watch() -> subprocess.Popen | None:
+    """The watcher starts before Ray, so that a driver killed inside ``ray.init`` is cleaned up too."""
+    global _watch
+    try:
+        from ray._common.utils import get_default_ray_temp_dir  # noqa: PLC0415 - no public API
+
+        root = get_default_ray_temp_dir()
+    except Exception:  # noqa: BLE001 - Ray's own default
+        root = os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "raywatch.py")
+    try:
+        watcher = subprocess.Popen([sys.executable, "-I", script, root, str(os.getpid())], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:  # without it, only the clean-up after the driver is gone is lost
+        return None
+    _watch = (watcher, "")
+    return watcher
+
+
+def _name_session(watcher: subprocess.Popen | None) -> None:
+    global _watch
+    if watcher is None:
+        return
+    try:
+        import ray
+
+        session = ray._private.worker._global_node.get_session_dir_path()  # noqa: SLF001 - no public API
+        watcher.stdin.write(session.encode() + b"\n")
+        watcher.stdin.flush()
+        _watch = (watcher, session)
+    except Exception:  # noqa: BLE001 - the watcher still finds the folder by the driver's pid
+        pass
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started, and remove its session folder now (not at exit)."""
+    global _watch
+    import ray
+
+    ray.shutdown()
+    if _watch is not None:
+        watcher, _ = _watch
+        _watch = None
+        watcher.stdin.close()  # the watcher wakes, finds no Ray process left, removes the folder
+        try:
+            watcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 @contextlib.contextmanager
@@ -84,7 +145,7 @@ class _Worker:
         os.chdir(cwd)
         self.plan, self.readers = plan, readers
         self.loaded_decisions = False
-        self.current: dict[str, tuple[int, int]] = {}
+        self.current: dict[str, tuple[int, int, str]] = {}
         self.lock = threading.Lock()
 
     def run(self, task: Task) -> TaskOutcome:
@@ -94,9 +155,9 @@ class _Worker:
             self.loaded_decisions = True
         reader = self.readers[task.source] if self.readers is not None else None
 
-        def report(task_id: str, docs: int, records: int) -> None:
+        def report(task_id: str, docs: int, records: int, doing: str) -> None:
             with self.lock:
-                self.current = {task_id: (docs, records)}
+                self.current = {task_id: (docs, records, doing)}
 
         try:
             return run_task(task, plan, reader, progress=report)
@@ -104,7 +165,7 @@ class _Worker:
             with self.lock:
                 self.current = {}
 
-    def progress(self) -> dict[str, tuple[int, int]]:
+    def progress(self) -> dict[str, tuple[int, int, str]]:
         with self.lock:
             return dict(self.current)
 
@@ -132,7 +193,7 @@ class WorkerPool:
         import ray
 
         if self._started_ray:
-            ray.shutdown()
+            stop_ray()
 
     def say(self, message: str) -> None:
         console.print(f"[bold]curate[/bold] {message}")
@@ -224,10 +285,10 @@ class WorkerPool:
                 current = ray.get(probe)
             except Exception:  # noqa: BLE001 - a dying actor: its task result will tell
                 continue
-            for _, (docs, records) in current.items():
+            for _, (docs, records, doing) in current.items():
                 bar = bars.get(refs[probe])
                 if bar is not None:
-                    progress.update(bar, completed=records, info=f"{records:,} read, {docs:,} kept")
+                    progress.update(bar, completed=records, info=f"{records:,} read, {docs:,} kept; {doing}")
 
 
 def _short_error(err: Exception) -> str:
