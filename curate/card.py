@@ -148,6 +148,10 @@ def _fenced(text: str, lang: str) -> list[str]:
     return [fence + lang, text, fence]
 
 
+def _yaml(data) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip()
+
+
 def _size_category(rows: int) -> str:
     for limit, name in SIZE_CATEGORIES:
         if rows < limit:
@@ -286,9 +290,9 @@ def build_card(output: str, *, license: str | None = None, pretty_name: str | No
     lines += ["## The pipeline", "",
               "As written (`manifest.json` holds it too). Input paths are as they were given to `curate run`: "
               "edit them before publishing if they are private.", "",
-              *_fenced(yaml.safe_dump(manifest.get("config", {}), sort_keys=False, allow_unicode=True).rstrip(), "yaml"),
+              *_fenced(_yaml(manifest.get("config", {})), "yaml"),
               "", "Every stage's parameters, defaults included:", "",
-              *_fenced(yaml.safe_dump(_resolved_stages(manifest), sort_keys=False, allow_unicode=True).rstrip(), "yaml"),
+              *_fenced(_yaml(_resolved_stages(manifest)), "yaml"),
               ""]
     lines += ["## Versions", ""]
     lines += _table(["package", "version"], sorted(manifest.get("versions", {}).items())) + [""]

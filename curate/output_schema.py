@@ -123,7 +123,9 @@ def plan_output_schemas(config, readers: dict, paths: dict[str, list[str]], segm
             chain += [stage for stage, sources, skip in segment.stages if _applies(spec.source, sources, skip)]
         chains.append(chain)
     for segment in segments:
-        stages = ([segment.global_stage] if segment.global_stage is not None else []) + [s for s, _, _ in segment.stages]
+        stages = [s for s, _, _ in segment.stages]
+        if segment.global_stage is not None:
+            stages.insert(0, segment.global_stage)
         for stage in stages:
             for field in stage.output_fields():
                 declare(field, f"stage:{stage.name}", stage_keys.get(stage.name, "stages"))

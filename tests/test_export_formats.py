@@ -111,7 +111,8 @@ def _order(tokens_dir: str, source: str) -> list[str]:
     """Document ids of a source in shard order (task name), then .bin order."""
     stats = pq.read_table(os.path.join(tokens_dir, "stats")).to_pylist()
     shards = sorted({r["shard"] for r in stats if r["source"] == source})
-    return [i for s in shards for i in pq.read_table(os.path.join(tokens_dir, s[:-4] + ".docs.parquet"))["id"].to_pylist()]
+    return [i for s in shards
+            for i in pq.read_table(os.path.join(tokens_dir, s[:-4] + ".docs.parquet"))["id"].to_pylist()]
 
 
 def test_megatron_every_token_and_boundary(model_path, corpus, tmp_path):
