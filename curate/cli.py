@@ -364,9 +364,10 @@ def _register_commands_that_live_with_their_code() -> None:
     from curate.stages.detox_cli import detox
     from curate.stages.quality_cli import quality
     from curate.tokenizers.cli import tokenize, tokenizer
+    from curate.trainer.ablate_cli import ablate
     from curate.trainer.cli import train
 
-    for command in (quality, detox, tokenizer, tokenize, mix, train, dashboard):
+    for command in (quality, detox, tokenizer, tokenize, mix, train, ablate, dashboard):
         main.add_command(command)
     main.add_command(card)
 
