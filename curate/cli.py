@@ -107,7 +107,7 @@ def run(args, output, inputs, fmt, source, stages, overrides, workers, address, 
 
     config_file = None
     if inputs:  # the shell expanded `--input dumps/*.jsonl` into several words: the others land here
-        if any(a.lower().endswith((".yaml", ".yml")) for a in args) or fmt is None and args:
+        if any(a.lower().endswith((".yaml", ".yml")) for a in args):
             raise click.UsageError("give either a config file or --input/--format, not both")
         inputs = (*inputs, *args)
     elif len(args) > 1:

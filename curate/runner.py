@@ -178,7 +178,7 @@ def changed_inputs(previous: list[dict], current: list[dict]) -> list[str]:
             if old is None:
                 continue  # a new file changes the config fingerprint: reported as a config change
             if old.get("bytes") != now.get("bytes"):
-                changed.append(f"{now['path']} (size {old.get('bytes'):,} -> {now.get('bytes'):,} bytes)")
+                changed.append(f"{now['path']} (size {old.get('bytes')} -> {now.get('bytes')} bytes)")
             elif any(key in old and old[key] != now.get(key) for key in ("mtime_ns", "sample")):
                 what = "content" if old.get("sample") != now.get("sample") else "modification time"
                 changed.append(f"{now['path']} ({what} changed, same size)")

@@ -4,6 +4,7 @@ unreadable folders, inputs that yield nothing, a locked output folder. Real Ray,
 from __future__ import annotations
 
 import fcntl
+import glob
 import gzip
 import json
 import os
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -106,11 +108,34 @@ def test_colliding_input_ids_lose_nothing_merge_nothing_and_are_reported(tmp_pat
     shown = cli("stats", "out", cwd=tmp_path)
     assert shown.exit_code == 0
     assert re.search(r"200 documents .*id.*given_id", " ".join(shown.output.split())), shown.output[-600:]
-    # the same command again gives the same ids (renamed ids are stable)
-    again = run_config(raw, tmp_path / "out2", tmp_path)
-    assert again.ok and sorted(ids) == sorted(
-        r[0] for r in stats.connect(str(tmp_path / "out2")).execute(
-            "SELECT id FROM docs UNION ALL SELECT id FROM rejects").fetchall())
+
+
+def test_renamed_ids_are_stable_and_a_resumed_renaming_changes_nothing(tmp_path):
+    """The same shards give the same new ids; a renaming killed half-way and redone gives them too."""
+    from curate.ids import make_unique
+
+    def shards(folder: Path) -> list[str]:
+        folder.mkdir()
+        for name, ids in (("web-a.parquet", ["0", "1", "2"]), ("web-b.parquet", ["1", "2", "x"])):
+            pq.write_table(pa.table({"id": ids, "source": ["web"] * 3, "text": [f"{name} {i}" for i in ids]}),
+                           folder / name)
+        return sorted(str(p) for p in folder.glob("*.parquet"))
+
+    def ids_of(paths: list[str]) -> list[tuple]:  # (id, given_id) of every row, in order
+        return [row for p in paths for row in zip(*pq.read_table(p, columns=["id", "given_id"]).to_pydict().values())]
+
+    first, second = shards(tmp_path / "one"), shards(tmp_path / "two")
+    assert make_unique(first, str(tmp_path / "one-work")) == {"colliding_ids": 2, "renamed": 4}
+    # the second copy: the decision is taken, one shard rewritten, then the run "dies" and starts again
+    from curate.ids import DONE
+
+    make_unique(second, str(tmp_path / "two-work"))
+    os.remove(tmp_path / "two-work" / DONE)
+    assert make_unique(second, str(tmp_path / "two-work"))["renamed"] == 4
+    assert ids_of(first) == ids_of(second)
+    ids = [row[0] for row in ids_of(first)]
+    assert len(set(ids)) == 6 and "0" in ids and "x" in ids and "1" not in ids
+    assert sorted(g for _, g in ids_of(first) if g) == ["1", "1", "2", "2"]
 
 
 def test_dedup_never_decides_for_a_document_by_a_shared_id(tmp_path):
@@ -198,13 +223,16 @@ def test_an_unreadable_subfolder_is_counted_and_reported(tmp_path):
     write_jsonl(inputs / "locked" / "b.jsonl", [{"text": "never read"}])
     os.chmod(inputs / "locked", 0)
     try:
-        done = subprocess.run([*no_dac_prefix(), *CURATE, "run", "-i", "in", "-f", "jsonl", "--stages", "length",
-                               "-o", "out", "--no-progress", "-w", "1"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.Popen([*no_dac_prefix(), *CURATE, "run", "-i", "in", "-f", "jsonl", "--stages", "length",
+                                 "-o", "out", "--no-progress", "-w", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate(timeout=300)
     finally:
         os.chmod(inputs / "locked", 0o755)
-    assert done.returncode == 0, done.stderr[-2000:]
-    said = " ".join(done.stderr.split())
+    assert proc.returncode == 0, stderr[-2000:]
+    # the run's embedded Ray left no session folder behind (Ray names it after the driver's pid)
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "ray", f"session_*_{proc.pid}"))
+    said = " ".join(stderr.split())
     assert "locked" in said and "PermissionError" in said, said[-1000:]
     con = stats.connect(str(tmp_path / "out"))
     assert con.execute("SELECT count(*) FROM docs").fetchone()[0] == 10
