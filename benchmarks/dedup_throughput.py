@@ -22,7 +22,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -141,14 +140,10 @@ DATATROVE_SCRIPT = textwrap.dedent(
 
 
 def ensure_datatrove() -> Path:
-    python = DATATROVE_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(DATATROVE_VENV)], check=True)
-    probe = "import datatrove.pipeline.dedup, datatrove.pipeline.readers, orjson, regex, tokenizers, xxhash"
-    check = subprocess.run([str(python), "-c", probe], capture_output=True, cwd="/")
-    if check.returncode != 0:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "datatrove", "regex", "tokenizers", "xxhash<4", "orjson"], check=True)
-    return python
+    """datatrove's venv, pinned (curate.benchmarks.peers), built on first use."""
+    from curate.benchmarks.peers import datatrove_requirements, ensure_venv
+
+    return ensure_venv(DATATROVE_VENV, datatrove_requirements())
 
 
 def run_datatrove(docs: list[tuple[str, str]], workdir: Path, workers: int) -> tuple[float, int]:

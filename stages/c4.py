@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from curate.stage import Stage, StageResult
 from curate.stages.textstats import (
-    ends_sentence, first_reason, is_word, row_languages, rule_applies, split_words, strip_closing,
+    ends_sentence, first_reason, is_word, line_words, row_languages, rule_applies, strip_closing,
     text_column, word_mode,
 )
 
@@ -108,12 +108,11 @@ class C4Quality(Stage):
         cjk = word_mode(lang) != "spaces"
         terminal = tuple(p.terminal_punctuation)
         v = LineVerdicts(kept=[])
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line:
-                continue
+        lines = [line for line in map(str.strip, text.splitlines()) if line]
+        # CJK words come from the document's one cut, shared with the other stages (textstats.WORDS)
+        cut = line_words(text, lang) if cjk else map(str.split, lines)
+        for line, words in zip(lines, cut):
             v.lines += 1
-            words = split_words(line, lang) if cjk else line.split()
             if cjk:
                 words = [w for w in words if is_word(w)]
             if p.max_word_length > 0 and any(len(w) > p.max_word_length for w in words):

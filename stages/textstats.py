@@ -76,13 +76,114 @@ def _segment(text: str) -> list[str]:
     return [t for t in load_segmenter().lcut(text) if t and not t.isspace()]
 
 
-# Several stages of one worker segment the same Chinese text in turn: remember recent ones.
-_CACHED_CHARS = 50_000
+#: Characters that end a line for ``str.splitlines`` (jieba yields each as a whitespace token).
+_LINE_ENDS = frozenset(["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
 
 
-@functools.lru_cache(maxsize=4096)
-def _jieba_words(text: str) -> tuple[str, ...]:
-    return tuple(_segment(text))
+def _segment_lines(text: str) -> str:
+    """jieba words of ``text`` joined by spaces, its lines by newlines (blank lines left out).
+
+    jieba cuts runs of Han characters and letters/digits, and no such run crosses a line
+    end, so a line's words are the words of the whole text that fall in it: one pass
+    gives C4's per-line counts and the whole-document ones alike.
+    """
+    lines, current = [], []
+    for token in load_segmenter().lcut(text):
+        if not token:
+            continue
+        if token.isspace():
+            if token in _LINE_ENDS and current:
+                lines.append(" ".join(current))
+                current = []
+        else:
+            current.append(token)
+    if current:
+        lines.append(" ".join(current))
+    return "\n".join(lines)
+
+
+class _WordCache:
+    """Recent documents' words, so the stages of one worker cut each document once.
+
+    gopher_repetition, gopher_quality, c4 (Chinese lines) and fineweb all count the words of
+    the same batch in turn; cutting is most of their cost (jieba especially). A value is the
+    words joined by spaces (lines by newlines for jieba): no word holds whitespace, so
+    ``str.split`` gives them back exactly, at a small fraction of the cost of cutting, and
+    the cache holds about as many characters as the texts themselves. Bounded by
+    ``max_chars`` (least recently used go first); longer documents are not kept.
+    """
+
+    def __init__(self, max_chars: int = 16_000_000, max_doc_chars: int = 2_000_000):
+        self.max_chars, self.max_doc_chars = max_chars, max_doc_chars
+        self._entries: dict[tuple[str, str], str] = {}
+        self._chars = 0
+        self.hits = self.misses = 0
+
+    def get(self, mode: str, text: str, compute) -> str:
+        key = (mode, text)
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._entries[key] = found  # most recent last
+            self.hits += 1
+            return found
+        self.misses += 1
+        value = compute(text)
+        size = len(text) + len(value)
+        if len(text) <= self.max_doc_chars:
+            while self._entries and self._chars + size > self.max_chars:
+                (_, old_text), old_value = next(iter(self._entries.items()))
+                del self._entries[(_, old_text)]
+                self._chars -= len(old_text) + len(old_value)
+            self._entries[key] = value
+            self._chars += size
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._chars = 0
+        _CHUNKS.clear()
+
+
+WORDS = _WordCache()
+
+
+def _latin_cut(text: str) -> str:
+    return " ".join(_LATIN_TOKEN.findall(_CLITICS.sub(r" \1", _LETTER_HYPHENS.sub(r" \1 ", text))))
+
+
+#: Whitespace-separated chunk -> its tokens joined by spaces. No token and no pattern of
+#: ``_latin_cut`` looks across whitespace (a chunk's edges see a space or the text's edge,
+#: which the lookarounds and ``\b`` treat alike), so a text's tokens are its chunks' tokens
+#: in order; chunks repeat (Zipf), so most are a dictionary hit instead of three regex passes.
+_CHUNKS: dict[str, str] = {}
+_CHUNKS_LIMIT = 1 << 20
+_CHUNK_MAX_CHARS = 64
+
+
+def _latin_words(text: str) -> str:
+    chunks = text.split()
+    try:
+        return " ".join(map(_CHUNKS.__getitem__, chunks))
+    except KeyError:
+        pass
+    if len(_CHUNKS) > _CHUNKS_LIMIT:
+        _CHUNKS.clear()
+    new = [c for c in set(chunks).difference(_CHUNKS) if "\x00" not in c]
+    # one regex pass over all new chunks, each followed by a NUL: a token of its own, never
+    # whitespace, so the cut splits back into the chunks' cuts
+    cuts = _latin_cut(" \x00 ".join(new)).split(" \x00 ") if new else []
+    missing = dict(zip(new, cuts))
+    missing.update((c, _latin_cut(c)) for c in set(chunks).difference(_CHUNKS) if "\x00" in c)
+    _CHUNKS.update((c, cut) for c, cut in missing.items() if len(c) <= _CHUNK_MAX_CHARS)
+    known = _CHUNKS.get
+    return " ".join([known(c) or missing[c] for c in chunks])
+
+
+def _ja_words(text: str) -> str:
+    return " ".join(_JA_TOKEN.findall(text))
+
+
+_CUTTERS = {"jieba": _segment_lines, "chars": _ja_words, "spaces": _latin_words}
 
 
 def word_mode(lang: str | None) -> str:
@@ -95,13 +196,25 @@ def split_words(text: str, lang: str | None = None) -> list[str]:
 
     Chinese is segmented with jieba, Japanese is cut into characters (Latin runs
     inside stay whole), other languages split on whitespace and punctuation.
+    Each document is cut once per worker (``WORDS``), whichever stage asks first.
     """
     mode = word_mode(lang)
+    return WORDS.get(mode, text, _CUTTERS[mode]).split()
+
+
+def line_words(text: str, lang: str | None = None) -> list[list[str]]:
+    """``split_words`` of each non-blank line of ``text`` (``str.splitlines``), in order.
+
+    For jieba the lines come from the whole document's cut (the same words: see
+    ``_segment_lines``); other modes cut line by line, which is what they cost anyway.
+    """
+    mode = word_mode(lang)
+    lines = [line for line in text.splitlines() if line.strip()]
     if mode == "jieba":
-        return list(_jieba_words(text)) if len(text) <= _CACHED_CHARS else _segment(text)
-    if mode == "chars":
-        return _JA_TOKEN.findall(text)
-    return _LATIN_TOKEN.findall(_CLITICS.sub(r" \1", _LETTER_HYPHENS.sub(r" \1 ", text)))
+        cut = [line.split(" ") for line in WORDS.get(mode, text, _segment_lines).split("\n") if line]
+        if len(cut) == len(lines):  # always, by jieba's construction; cut line by line if it ever were not
+            return cut
+    return [_CUTTERS[mode](line).split() for line in lines]
 
 
 def is_word(token: str) -> bool:
