@@ -3,7 +3,8 @@ uncaught exceptions, evaluate JavaScript, take a screenshot.
 
 Used by the report's tests and to take the README's screenshot:
 
-    python -m curate.dashboards.browser report.html docs/img/dashboard.png [--width 1400]
+    python -m curate.dashboards.browser report.html docs/img/dashboard.png --full-page --max-height 1500
+    python -m curate.dashboards.browser report.html docs/img/dashboard-signals.png --selector '#signals' --max-height 1000
 
 It speaks the protocol directly over one websocket (``websocket-client``) to Debian's ``chromium``
 (``/usr/bin/chromium``; ``CURATE_CHROMIUM`` names another): no driver binary, and nothing is
@@ -88,9 +89,6 @@ class Browser:
             self.call(method)
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1,
                   mobile=False)
-        # a desktop with a mouse (headless reports none): pages draw their hover-only controls as on a desktop
-        self.call("Emulation.setEmulatedMedia", features=[{"name": "hover", "value": "hover"},
-                                                          {"name": "pointer", "value": "fine"}])
         return self
 
     def _page_target(self, port: int, deadline: float) -> str:
@@ -258,11 +256,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--full-page", action="store_true")
+    parser.add_argument("--selector", help="only the element this CSS selector names (e.g. '#signals')")
+    parser.add_argument("--max-height", type=int, default=6000)
     args = parser.parse_args()
     with Browser(args.width, args.height) as browser:
         log = browser.open(pathlib.Path(args.report).resolve().as_uri(),
                            ready="document.body && document.body.hasAttribute('data-charts-drawn')")
-        browser.screenshot(args.png, full_page=args.full_page)
+        # headless Chromium reports no mouse, so Plotly shows every chart's toolbar (a desktop shows it on hover)
+        browser.evaluate("document.querySelectorAll('.modebar').forEach(e => e.style.display = 'none')")
+        browser.screenshot(args.png, full_page=args.full_page, selector=args.selector, max_height=args.max_height)
     for line in log.errors:
         print("error:", line)
     print(args.png)

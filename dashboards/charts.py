@@ -225,8 +225,11 @@ def mixture(rows: list[dict]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("weight", "epochs over the budget"))
     fig.add_trace(go.Bar(name="asked", x=names, y=[r["weight_asked"] for r in rows], marker_color=PALETTE[0]), 1, 1)
     fig.add_trace(go.Bar(name="realized", x=names, y=[r["weight_realized"] for r in rows], marker_color=PALETTE[1]), 1, 1)
-    fig.add_trace(go.Bar(name="epochs", x=names, y=[r["epochs"] for r in rows], marker_color=PALETTE[2]), 1, 2)
-    return _layout(fig, height=320, barmode="group")
+    fig.add_trace(go.Bar(name="epochs", x=names, y=[r["epochs"] for r in rows], marker_color=PALETTE[2],
+                         showlegend=False), 1, 2)
+    _layout(fig, height=340, barmode="group")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
+    return fig
 
 
 def _thin(points: list[tuple], limit: int = 2000) -> list[tuple]:
@@ -270,8 +273,9 @@ def val_curves(runs) -> go.Figure | None:
                             if r.get("component", "all") == component and r.get("loss") is not None])
             if not points:
                 continue
-            fig.add_trace(go.Scatter(name=label(run.name), legendgroup=label(run.name), showlegend=j == 0,
+            fig.add_trace(go.Scatter(name=label(run.name), showlegend=False,
                                      x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                      line=dict(color=PALETTE[i % len(PALETTE)], width=1.6), marker=dict(size=4)),
                           row=j // cols + 1, col=j % cols + 1)
-    return _layout(fig, height=260 * rows + 60, title="validation loss per component (x: tokens)")
+    title = "validation loss per component (x: tokens)" + (", runs coloured as above" if len(runs) > 1 else "")
+    return _layout(fig, height=260 * rows + 60, title=title)

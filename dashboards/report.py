@@ -252,13 +252,27 @@ def _mixture_panel(page: _Page, con, mixture: MixtureInput, runs: list[TrainInpu
 def _trained_on(mixture: MixtureInput, runs: list[TrainInput]) -> list[tuple[TrainInput, float]]:
     """Runs trained on this mixture (their config names its folder), with the tokens they consumed."""
     out = []
+    target = os.path.realpath(mixture.path)
     for run in runs:
-        named = run.config.get("mixture")
-        if not isinstance(named, str):
+        if not run.train:
             continue
-        candidates = {os.path.abspath(named), os.path.abspath(os.path.join(run.path, named))}
-        if os.path.abspath(mixture.path) in {os.path.realpath(c) for c in candidates} | candidates and run.train:
+        named = run.config.get("mixture")
+        same = bool(mixture.meta.get("fingerprint")) and run.config.get("mixture_fingerprint") == mixture.meta.get(
+            "fingerprint")
+        if isinstance(named, str) and not same:
+            # an absolute path, or one relative to where `curate train` ran: some folder above the run
+            bases = [os.getcwd(), *_ancestors(run.path)]
+            same = any(os.path.realpath(os.path.join(base, named)) == target for base in bases)
+        if same:
             out.append((run, float(run.train[-1].get("tokens") or 0)))
+    return out
+
+
+def _ancestors(path: str) -> list[str]:
+    out, path = [], os.path.abspath(path)
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        out.append(path)
     return out
 
 
@@ -275,6 +289,9 @@ def _training_panel(page: _Page, runs: list[TrainInput]) -> None:
             page.figure(panel, fig)
     if not panel.charts:
         panel.body.append("<p class='muted'>No metrics logged yet.</p>")
+    elif not any(r.get("mfu") is not None for run in runs for r in run.train):
+        panel.body.append("<p class='muted'>MFU: not logged (a CPU run, or a GPU whose peak is unknown: "
+                          "<code>--peak-tflops</code>).</p>")
     page.panels.append(panel)
 
 

@@ -138,9 +138,13 @@ def test_demo_report_draws_every_panel_without_console_errors(demo, browser, tmp
     assert log.errors == []
     panels = browser.evaluate("document.body.getAttribute('data-panels')").split()
     expected = {"funnel", "reasons", "languages", "signals", "dedup", "pii", "tokens", "samples"}
-    if (directory / "mix" / "mixture.json").is_file():
+    if (directory / "mix" / "mixture.json").is_file():  # the demo runs `curate mix`
         expected.add("mixture")
+    if (directory / "train" / "metrics.jsonl").is_file():  # ... and `curate train`
+        expected.add("training")
     assert expected <= set(panels)
+    if {"mixture", "training"} <= set(panels):  # the real training run names the real mixture
+        assert "epochs elapsed: train" in browser.evaluate("document.querySelector('#mixture table').innerText")
     for panel in panels:
         charts = int(browser.evaluate(f"document.getElementById('{panel}').getAttribute('data-charts')"))
         drawn = browser.evaluate(f"document.querySelectorAll('#{panel} .js-plotly-plot .main-svg').length")
