@@ -134,6 +134,11 @@ def run(args, output, inputs, fmt, source, stages, overrides, workers, address, 
     except (ClusterUnavailable, OutputLocked) as err:
         err_console.print(f"[bold red]error[/bold red] {err}", highlight=False)
         sys.exit(EXIT_FAILED)
+    if summary.inputs_touched:
+        shown = ", ".join(summary.inputs_touched[:3]) + (" ..." if len(summary.inputs_touched) > 3 else "")
+        err_console.print(f"[bold]curate[/bold] {len(summary.inputs_touched)} input(s) have a new modification time "
+                          f"but the same size and content check, taken as unchanged: {shown} (--overwrite redoes "
+                          "the run)", highlight=False)
     if summary.lock_taken_over:
         err_console.print(f"[bold]curate[/bold] took over the lock of a run that ended without releasing it "
                           f"({summary.lock_taken_over})", highlight=False)

@@ -80,6 +80,7 @@ class RunSummary:
     already_complete: bool = False
     ids_renamed: int = 0        # documents whose given id was used by another one: renamed, given_id kept
     lock_taken_over: str = ""   # the stale lock of a run that stopped without releasing it, if any
+    inputs_touched: list[str] = field(default_factory=list)  # new modification time, same size and content
 
     @property
     def ok(self) -> bool:
@@ -128,16 +129,20 @@ def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], l
     return tasks, readers, described
 
 
-#: Bytes read from each end of an input for its content check.
+#: The content check reads this many bytes at each of ``SAMPLE_SPOTS`` places: the start, the end and
+#: evenly in between (36 KiB of a large file; a file under 36 KiB is read whole).
 SAMPLE_BYTES = 4096
+SAMPLE_SPOTS = 9
+SAMPLE_SCHEME = "v2"
 
 
 def describe_file(path: str) -> dict:
     """Size, modification time and a cheap content check of an input, to notice it changing under a run.
 
-    The check hashes the first and last 4 KiB (and the size): reading whole inputs again on every rerun
-    would cost as much as the run. A folder input (a code tree) is described by its listing: every
-    file's relative path, size and modification time.
+    The check hashes the size and 4 KiB at nine evenly spaced places (the first and the last 4 KiB among
+    them): appending, truncating or editing near either end always shows, an edit in the middle of a
+    large file may not. Reading whole inputs again on every rerun would cost as much as the run. A folder
+    input (a code tree) is described by its listing: every file's relative path, size and modification time.
     """
     digest = hashlib.blake2b(digest_size=8)
     try:
@@ -155,34 +160,42 @@ def describe_file(path: str) -> dict:
                     mtime = max(mtime, info.st_mtime_ns)
                     digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\0{info.st_mtime_ns}\n"
                                   .encode("utf-8", "surrogateescape"))
-            return {"bytes": size, "mtime_ns": mtime, "sample": digest.hexdigest()}
+            return {"bytes": size, "mtime_ns": mtime, "sample": f"{SAMPLE_SCHEME}:{digest.hexdigest()}"}
         info = os.stat(path)
         digest.update(str(info.st_size).encode())
         with open(path, "rb") as f:
-            digest.update(f.read(SAMPLE_BYTES))
-            if info.st_size > SAMPLE_BYTES:
-                f.seek(max(SAMPLE_BYTES, info.st_size - SAMPLE_BYTES))
+            last = max(info.st_size - SAMPLE_BYTES, 0)
+            for spot in sorted({last * i // (SAMPLE_SPOTS - 1) for i in range(SAMPLE_SPOTS)}):
+                f.seek(spot)
                 digest.update(f.read(SAMPLE_BYTES))
-        return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns, "sample": digest.hexdigest()}
+        return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns,
+                "sample": f"{SAMPLE_SCHEME}:{digest.hexdigest()}"}
     except OSError:  # unreadable: its task reports the error; nothing to compare
         return {"bytes": 0}
 
 
-def changed_inputs(previous: list[dict], current: list[dict]) -> list[str]:
-    """Inputs of the run in ``previous`` (manifest ``inputs``) that differ now: one description each."""
+def changed_inputs(previous: list[dict], current: list[dict]) -> tuple[list[str], list[str]]:
+    """Inputs of the run in ``previous`` (manifest ``inputs``) that differ now: (changed, touched).
+
+    Changed: another size, or another content check. Touched: only the modification time differs (a
+    file copied again, regenerated with the same bytes, ``touch``ed): taken as unchanged, and said.
+    """
     before = {f["path"]: f for spec in previous for f in spec.get("files", [])}
-    changed = []
+    changed, touched = [], []
     for spec in current:
         for now in spec["files"]:
             old = before.get(now["path"])
             if old is None:
                 continue  # a new file changes the config fingerprint: reported as a config change
+            old_sample, new_sample = old.get("sample"), now.get("sample")
+            comparable = bool(old_sample and new_sample) and old_sample.split(":")[0] == new_sample.split(":")[0]
             if old.get("bytes") != now.get("bytes"):
                 changed.append(f"{now['path']} (size {old.get('bytes')} -> {now.get('bytes')} bytes)")
-            elif any(key in old and old[key] != now.get(key) for key in ("mtime_ns", "sample")):
-                what = "content" if old.get("sample") != now.get("sample") else "modification time"
-                changed.append(f"{now['path']} ({what} changed, same size)")
-    return changed
+            elif comparable and old_sample != new_sample:
+                changed.append(f"{now['path']} (content changed, same size)")
+            elif "mtime_ns" in old and old["mtime_ns"] != now.get("mtime_ns"):
+                touched.append(now["path"])
+    return changed, touched
 
 
 def _versions() -> dict[str, str]:
@@ -276,6 +289,7 @@ class Runner:
         self.show_progress = show_progress
         self.fingerprint = config.fingerprint()
         self.manifest: dict[str, Any] = {}
+        self.touched: list[str] = []  # inputs with a new modification time, same size and content check
         self._manifest_written = 0.0  # monotonic time of the last periodic manifest write
 
     # ---- output directory -------------------------------------------------------------------
@@ -323,7 +337,7 @@ class Runner:
                     previous = json.load(f)
             except (OSError, ValueError) as err:
                 raise OutputUnusable(f"cannot read {MANIFEST}: {err}", file=self.output) from None
-            changed = changed_inputs(previous.get("inputs", []), inputs)
+            changed, self.touched = changed_inputs(previous.get("inputs", []), inputs)
             if previous.get("fingerprint") != self.fingerprint:
                 if not self.overwrite:
                     raise OutputConflict(
@@ -374,7 +388,9 @@ class Runner:
         lock.acquire()
         try:
             summary.lock_taken_over = lock.previous
-            if self._prepare_output(inputs):
+            prepared = self._prepare_output(inputs)
+            summary.inputs_touched = self.touched
+            if prepared:
                 summary.already_complete = True
                 summary.tasks_total = len(self.manifest.get("tasks", {}))
                 summary.tasks_skipped = summary.tasks_total

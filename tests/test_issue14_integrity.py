@@ -206,10 +206,14 @@ def test_a_changed_input_is_noticed_and_named(tmp_path):
         run_config(raw, tmp_path / "out", tmp_path)
     redone = run_config(raw, tmp_path / "out", tmp_path, overwrite=True)
     assert redone.ok and not redone.already_complete and redone.docs == 34
-    # an edit that keeps the size: the modification time and the content check see it
+    # the same bytes written again (a regenerated or copied input): a new modification time, said, not redone
     data = (tmp_path / "other.jsonl").read_bytes()
+    os.utime(tmp_path / "other.jsonl", ns=(1, 1))
+    again = run_config(raw, tmp_path / "out", tmp_path)
+    assert again.already_complete and again.inputs_touched == [str(tmp_path / "other.jsonl")]
+    # an edit that keeps the size: the content check sees it
     (tmp_path / "other.jsonl").write_bytes(data.replace(b"document 0", b"document X"))
-    with pytest.raises(runner_module.InputChanged, match=r"other\.jsonl"):
+    with pytest.raises(runner_module.InputChanged, match=r"other\.jsonl \(content changed"):
         run_config(raw, tmp_path / "out", tmp_path)
 
 
