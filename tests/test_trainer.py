@@ -60,15 +60,18 @@ def pipeline(shared_data, tmp_path_factory):
     with open(books, "w", encoding="utf-8") as f:
         for k in range(0, len(paragraphs), 20):
             f.write(json.dumps({"id": f"book-{k}", "text": "\n\n".join(paragraphs[k:k + 20])}) + "\n")
-    with open(wiki, "w", encoding="utf-8") as f:
-        for k, text in enumerate(chinese_paragraphs(shared_data)[:500]):
-            f.write(json.dumps({"id": f"wiki-{k}", "text": text}, ensure_ascii=False) + "\n")
+    chinese = chinese_paragraphs(shared_data)
+    for path, texts in ((wiki, chinese[:500]), (root / "zh-all.jsonl", chinese)):
+        with open(path, "w", encoding="utf-8") as f:
+            for k, text in enumerate(texts):
+                f.write(json.dumps({"id": f"wiki-{k}", "text": text}, ensure_ascii=False) + "\n")
     book_files = input_files([str(books)], "jsonl", "books")
     wiki_files = input_files([str(wiki)], "jsonl", "wiki")
     train_tokenizer(book_files, str(root / "base"),
                     TrainParams(vocab_size=600, sample_bytes=400_000, heldout_fraction=0.0, threads=2))
-    extend_tokenizer(str(root / "base" / "tokenizer.model"), wiki_files, str(root / "ext"),
-                     ExtendParams(vocab_size=2000, sample_bytes=150_000, character_coverage=0.98, threads=2))
+    extend_tokenizer(str(root / "base" / "tokenizer.model"), input_files([str(root / "zh-all.jsonl")], "jsonl", "zh"),
+                     str(root / "ext"), ExtendParams(vocab_size=3000, sample_bytes=600_000, character_coverage=0.98,
+                                                     threads=2))
     summary = tokenize_corpus(str(root / "ext" / "tokenizer.model"), book_files + wiki_files, str(root / "tokens"),
                               TokenizeParams(workers=2))
     assert not summary["tasks_failed"]
@@ -93,6 +96,17 @@ def reference(pipeline, tmp_path_factory) -> Path:
     """An uninterrupted in-process run of the BASE config."""
     run = tmp_path_factory.mktemp("reference") / "run"
     train(config(pipeline), str(run), progress=False)
+    return run
+
+
+SHORT = ["max_steps=20", "eval_every=10", "checkpoint_every=10"]
+
+
+@pytest.fixture(scope="module")
+def short_reference(pipeline, tmp_path_factory) -> Path:
+    """20 steps of the BASE config on one rank, for the comparisons with several ranks."""
+    run = tmp_path_factory.mktemp("short-reference") / "run"
+    train(config(pipeline, *SHORT), str(run), progress=False)
     return run
 
 
@@ -309,9 +323,9 @@ def _whole_lines(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_match_one_rank(reference, pipeline, tmp_path, parallel):
+def test_two_ranks_match_one_rank(short_reference, pipeline, tmp_path, parallel):
     run = tmp_path / "run"
-    sets = ["micro_batch=4", f"parallel={parallel}"]
+    sets = [*SHORT, "micro_batch=4", f"parallel={parallel}"]
     if parallel == "ddp":  # torchrun as users write it
         command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                    *trainer_command(pipeline, run, *sets)[1:]]
@@ -321,7 +335,8 @@ def test_two_ranks_match_one_rank(reference, pipeline, tmp_path, parallel):
     done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
-    ours, ref = metrics(run), metrics(reference)
+    ours, ref = metrics(run), metrics(short_reference)
+    assert len(ours) == 20 + 2 * 3
     assert [(r["kind"], r["step"], r.get("component")) for r in ours] == \
         [(r["kind"], r["step"], r.get("component")) for r in ref]
     for a, b in zip(ours, ref):

@@ -33,9 +33,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "1b": {"dim": 2048, "n_layers": 22, "n_heads": 32, "n_kv_heads": 4, "multiple_of": 256},
 }
 
-#: Keys that may change when a run resumes: they do not change what the finished steps computed.
-RESUMABLE_CHANGES = {"max_steps", "micro_batch", "eval_every", "eval_samples", "checkpoint_every",
-                     "keep_checkpoints", "log_every", "peak_tflops", "tensorboard", "compile", "threads", "mixture"}
+#: Keys that may change when a run resumes: how the next steps run, not what the finished steps computed
+#: (a smaller micro_batch after an out-of-memory error, more GPUs, FSDP instead of DDP, a moved mixture
+#: folder: its fingerprint is checked).
+RESUMABLE_CHANGES = {"max_steps", "micro_batch", "parallel", "device", "precision", "compile", "threads", "mixture",
+                     "eval_every", "eval_samples", "checkpoint_every", "keep_checkpoints", "log_every", "peak_tflops",
+                     "tensorboard"}
 
 
 @dataclass

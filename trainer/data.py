@@ -25,11 +25,11 @@ class Batches:
         self.micro, self.seq_len, self.device = micro, seq_len, device
         self.accum = self.per_rank // micro
 
-    def step(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def step(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The step's micro-batches, already on their way to the device (copies are asynchronous on GPU)."""
         start = step * self.per_rank
-        for m in range(self.accum):
-            first = start + m * self.micro
-            yield self.batch(range(first, first + self.micro))
+        return [self.batch(range(first, first + self.micro))
+                for first in range(start, start + self.accum * self.micro, self.micro)]
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = torch.from_numpy(self.shard.batch(indices)[:, : self.seq_len + 1])

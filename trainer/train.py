@@ -223,9 +223,9 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
     if saved is not None:
         changed = config_diff(saved["resume_key"], config_hash_fields(config))
         if changed:
-            raise ConfigError(f"{output} holds a run with a different config ({', '.join(changed)} differ: "
-                              f"{'; '.join(_describe_change(saved['resume_key'], config_hash_fields(config), k) for k in changed[:3])}); "
-                              "use a new --output, or the same config to resume", key=changed[0])
+            what = "; ".join(_describe_change(saved["resume_key"], config_hash_fields(config), k) for k in changed[:3])
+            raise ConfigError(f"{output} holds a run with a different config ({what}); use a new --output, or the "
+                              "same config to resume", key=changed[0])
         if saved["mixture_fingerprint"] != meta.get("fingerprint"):
             raise ConfigError(f"{output} was trained on mixture fingerprint {saved['mixture_fingerprint']}, but "
                               f"{config.mixture} has {meta.get('fingerprint')}: a different mixture", key="mixture")
@@ -368,13 +368,14 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
     # ---- the loop
     loss_value = float("nan")
     try:
+        micro_batches = batches.step(start_step)
         for step in range(start_step, max_steps):
             t0 = time.perf_counter()
             lr = learning_rate(step, config, max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=ranks.device)
-            for m, (x, y) in enumerate(batches.step(step)):
+            for m, (x, y) in enumerate(micro_batches):
                 last = m == accum - 1
                 if fsdp:
                     wrapped.set_requires_gradient_sync(last)
@@ -384,6 +385,8 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
                         loss = wrapped(x, y) / accum
                     loss.backward()
                 loss_sum += loss.detach()
+            if step + 1 < max_steps:  # read the next step's samples while the GPU works through this one
+                micro_batches = batches.step(step + 1)
             if step < config.embeddings_only_steps:  # stage 1: the body's gradients are dropped, AdamW skips it
                 for p in body_params:
                     p.grad = None
