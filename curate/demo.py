@@ -86,6 +86,11 @@ def run_demo(directory: str, *, workers: int | None = None, overwrite: bool = Fa
         console.rule(f"[bold]6. curate mix {directory}/mixture.yaml --output {directory}/mix")
         code = mixture_step(directory, console)
     if code == 0:
+        from curate.trainer.demo import training_step
+
+        console.rule(f"[bold]7. curate train --mixture {directory}/mix --output {directory}/train (tiny model, CPU)")
+        code = training_step(directory, console)
+    if code == 0:
         from curate.dashboards.demo import report_step
 
         code = report_step(directory, output, console)
