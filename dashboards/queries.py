@@ -77,23 +77,37 @@ class Histogram:
 GROUPS = ("kept", "rejected here", "rejected later")
 
 
-def signal_histograms(con: duckdb.DuckDBPyConnection, signals: list[Signal], bins: int,
-                      marks: dict[str, list[float]]) -> list[Histogram]:
-    """One histogram per signal column present in the run (docs or rejects).
+@dataclass
+class RunProfile:
+    """Everything the run's panels draw that needs a pass over the documents, from one pass."""
 
-    Ranges: ratios over [0, 1]; counts in decades (log10); other signals from their minimum to their
-    99.5th percentile (the long tail lands in the last bin). Every active threshold of the signal
+    histograms: list[Histogram]
+    languages: list[tuple[str, str, int, int]]      # source, language, kept, rejected (not by the reader)
+    clusters: list[tuple[int, int, int]]            # cluster size, clusters, documents in them
+    pii: list[tuple[str, str, int]]                 # source, type, placeholders in kept documents
+
+
+#: A separator that cannot occur in a source name or a language code.
+_SEP = "\x1f"
+
+
+def profile(con: duckdb.DuckDBPyConnection, signals: list[Signal], bins: int, marks: dict[str, list[float]],
+            sources: list[str]) -> RunProfile:
+    """Signal histograms, languages per source, duplicate cluster sizes and PII counts of a run.
+
+    Signal ranges: ratios over [0, 1]; counts in decades (log10); other signals from their minimum to
+    their 99.5th percentile (the long tail lands in the last bin). Every active threshold of a signal
     (``marks``) is kept inside the drawn range so its line is always on the chart.
 
-    Two scans of each view whatever the number of signals: one for the ranges, one that bins every
-    signal at once (DuckDB's ``histogram`` aggregate over each signal's bin number, split by
-    ``FILTER`` into kept / rejected by the signal's stage / rejected later).
+    Two scans of each view, whatever the number of signals: one for the ranges of the signals that
+    need one, then one that computes everything else at once: DuckDB's ``histogram`` aggregate over
+    each signal's bin number, split by ``FILTER`` into kept / rejected by the signal's stage /
+    rejected later; ``histogram`` of (source, language) and of cluster sizes; PII sums per source.
     """
-    doc_cols = {c: t for c, t in columns(con, "docs").items() if is_numeric(t)}
-    rej_cols = {c: t for c, t in columns(con, "rejects").items() if is_numeric(t)}
+    doc_all, rej_all = columns(con, "docs"), columns(con, "rejects")
+    doc_cols = {c: t for c, t in doc_all.items() if is_numeric(t)}
+    rej_cols = {c: t for c, t in rej_all.items() if is_numeric(t)}
     present = [s for s in signals if s.column in doc_cols or s.column in rej_cols]
-    if not present:
-        return []
     # ratios are drawn over [0, 1] whatever their data: only the other signals need a scan for their range
     ranges = _ranges(con, [s for s in present if s.scale != "ratio"], doc_cols, rej_cols)
     hists: list[Histogram] = []
@@ -128,30 +142,74 @@ def signal_histograms(con: duckdb.DuckDBPyConnection, signals: list[Signal], bin
             return f"CASE WHEN isfinite({column}) THEN {binned} END"
         return f"CASE WHEN {column} IS NOT NULL THEN {binned} END"
 
-    for view, cols in (("docs", doc_cols), ("rejects", rej_cols)):
-        mine = [h for h in hists if h.signal.column in cols]
-        if not mine:
+    languages: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    sizes: dict[int, int] = defaultdict(int)
+    pii_types = [t for t in PII_TYPES if f"pii_{t}" in doc_cols]
+    pii: list[tuple[str, str, int]] = []
+    for view, cols, all_cols in (("docs", doc_cols, doc_all), ("rejects", rej_cols, rej_all)):
+        if not all_cols:
             continue
-        aggregates, targets = [], []
-        for i, h in enumerate(mine):
+        aggregates: list[str] = []
+        targets: list[tuple] = []   # what each aggregate fills
+        for h in hists:
+            if h.signal.column not in cols:
+                continue
+            binned = bin_expr(h, cols[h.signal.column])
             if view == "docs":
-                aggregates.append(f"histogram(b{i})")
-                targets.append((h, "kept"))
+                aggregates.append(f"histogram({binned})")
+                targets.append(("hist", h, "kept"))
             else:
-                stage = h.signal.stage.replace("'", "''")
-                aggregates += [f"histogram(b{i}) FILTER (WHERE reject_stage = '{stage}')",
-                               f"histogram(b{i}) FILTER (WHERE reject_stage IS DISTINCT FROM '{stage}')"]
-                targets += [(h, "rejected here"), (h, "rejected later")]
-        binned = ", ".join(f"{bin_expr(h, cols[h.signal.column])} AS b{i}" for i, h in enumerate(mine))
-        stage_col = ", reject_stage" if view == "rejects" else ""
-        row = con.execute(f"SELECT {', '.join(aggregates)} FROM (SELECT {binned}{stage_col} FROM {view})").fetchone()
-        for (h, group), counts in zip(targets, row):
-            for b, n in (counts or {}).items():
-                if b is not None:
-                    h.counts[group][int(b)] += int(n)
+                stage = _literal(h.signal.stage)
+                aggregates += [f"histogram({binned}) FILTER (WHERE reject_stage = {stage})",
+                               f"histogram({binned}) FILTER (WHERE reject_stage IS DISTINCT FROM {stage})"]
+                targets += [("hist", h, "rejected here"), ("hist", h, "rejected later")]
+        lang = "coalesce(lang, '?')" if "lang" in all_cols else "'?'"
+        # like `curate stats --by-lang`: records the reader could not use are not documents of a language
+        aggregates.append(f"histogram(source || '{_SEP}' || {lang})" +
+                          (" FILTER (WHERE reject_stage <> 'read')" if view == "rejects" else ""))
+        targets.append(("lang", 0 if view == "docs" else 1))
+        if "dup_cluster_size" in cols:
+            aggregates.append("histogram(dup_cluster_size) FILTER (WHERE dup_cluster_size > 1)")
+            targets.append(("dup",))
+        if view == "docs" and pii_types and len(sources) <= 50:
+            for source in sources:
+                for t in pii_types:
+                    aggregates.append(f"coalesce(sum(pii_{t}) FILTER (WHERE source = {_literal(source)}), 0)")
+                    targets.append(("pii", source, t))
+        row = con.execute(f"SELECT {', '.join(aggregates)} FROM {view}").fetchone()
+        for target, value in zip(targets, row):
+            if target[0] == "hist":
+                _, h, group = target
+                for b, n in (value or {}).items():
+                    if b is not None:
+                        h.counts[group][int(b)] += int(n)
+            elif target[0] == "lang":
+                for key, n in (value or {}).items():
+                    if key is not None:
+                        source, _, code = key.partition(_SEP)
+                        languages[(source, code)][target[1]] += int(n)
+            elif target[0] == "dup":
+                for size, n in (value or {}).items():
+                    sizes[int(size)] += int(n)
+            elif int(value):
+                pii.append((target[1], target[2], int(value)))
     for h in hists:
         h.total = sum(sum(c) for c in h.counts.values())
-    return [h for h in hists if h.total]
+    by_source: dict[str, list] = defaultdict(list)
+    for (source, code), (kept, rejected) in languages.items():
+        by_source[source].append((source, code, kept, rejected))
+    return RunProfile(
+        histograms=[h for h in hists if h.total],
+        languages=[row for source in sorted(by_source) for row in sorted(by_source[source], key=lambda r: -(r[2] + r[3]))],
+        clusters=[(size, n // size, n) for size, n in sorted(sizes.items())],
+        pii=pii,
+    )
+
+
+def signal_histograms(con: duckdb.DuckDBPyConnection, signals: list[Signal], bins: int,
+                      marks: dict[str, list[float]]) -> list[Histogram]:
+    """Only the signal histograms of ``profile``."""
+    return profile(con, signals, bins, marks, []).histograms
 
 
 #: Above this many rows, percentiles come from a sample of about this many (DuckDB's system sampling
@@ -194,35 +252,7 @@ def _ranges(con, present: list[Signal], doc_cols: dict,
     return {c: (min(r[0] for r in rs), max(r[1] for r in rs), max(r[2] for r in rs)) for c, rs in found.items()}
 
 
-# ---- dedup and PII ----------------------------------------------------------------------------------
-
-def dedup_clusters(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
-    """(cluster size, clusters of that size, documents in them) over clusters of two or more.
-
-    Every member of a cluster carries its size, kept copy and removed ones alike, so the clusters of
-    size s are the members of size s divided by s.
-    """
-    parts = [f"SELECT dup_cluster_size AS size FROM {view} WHERE dup_cluster_size > 1"
-             for view in ("docs", "rejects") if "dup_cluster_size" in columns(con, view)]
-    if not parts:
-        return []
-    return con.execute(f"""
-        SELECT size, (count(*) // size)::BIGINT AS clusters, count(*)::BIGINT AS docs
-        FROM ({' UNION ALL '.join(parts)}) GROUP BY size ORDER BY size
-    """).fetchall()
-
-
 PII_TYPES = ("email", "ip", "phone", "card", "cn_id", "iban")
-
-
-def pii_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
-    """(source, type, placeholders written) over kept documents: what the ``pii`` stage replaced."""
-    present = [t for t in PII_TYPES if f"pii_{t}" in columns(con, "docs")]
-    if not present:
-        return []
-    select = ", ".join(f"coalesce(sum(pii_{t}), 0)::BIGINT" for t in present)
-    rows = con.execute(f"SELECT source, {select} FROM docs GROUP BY source ORDER BY source").fetchall()
-    return [(row[0], t, row[1 + i]) for row in rows for i, t in enumerate(present)]
 
 
 # ---- samples ----------------------------------------------------------------------------------------
@@ -237,6 +267,8 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
     """
     import glob
     import os
+
+    import pyarrow.parquet as pq
 
     pattern = os.path.join(os.path.abspath(output), "rejects", "*.parquet")
     if not glob.glob(pattern):
@@ -253,7 +285,7 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
             wanted[row["file"]].append((row["row"], stage, reason))
     out: dict[tuple[str, str], tuple[int, list[dict]]] = {(stage, reason): (docs, []) for stage, reason, docs, _ in picked}
     for file, rows in wanted.items():
-        present = columns(con, f"(SELECT * FROM read_parquet({_literal(file)}))")
+        present = set(pq.read_schema(file).names)  # the footer only: no DuckDB bind per file
         extra = sorted({c for _, stage, _ in rows for c in signal_columns.get(stage, []) if c in present})
         base = [c for c in ("id", "source", "url", "path", "lang") if c in present]
         select = ", ".join([quote(c) for c in base + extra] +

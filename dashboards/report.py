@@ -163,16 +163,17 @@ def _run_panels(page: _Page, con, run: RunInput, params: ReportParams, notes: li
         page.figure(panel, charts.reasons(reason_rows, order))
         page.panels.append(panel)
 
-    doc_cols, rej_cols = queries.columns(con, "docs"), queries.columns(con, "rejects")
-    if "lang" in doc_cols or "lang" in rej_cols:
-        panel = Panel("languages", "Languages per source, kept vs rejected",
-                      "Top label of the language identifier; rejected counts every stage's rejects (not the reader's).")
-        page.figure(panel, charts.languages(stats.by_language(con), params.languages))
-        page.panels.append(panel)
-
     signals = signal_table()
     marks = {s.column: thresholds(s, run.stage(s.stage)) for s in signals}
-    hists = queries.signal_histograms(con, signals, params.bins, {c: [v for _, v in m] for c, m in marks.items()})
+    sources = list(dict.fromkeys(row[0] for row in funnel_rows))
+    found = queries.profile(con, signals, params.bins, {c: [v for _, v in m] for c, m in marks.items()}, sources)
+    hists = found.histograms
+    if any(code != "?" for _, code, _, _ in found.languages):
+        panel = Panel("languages", "Languages per source, kept vs rejected",
+                      "Top label of the language identifier; rejected counts every stage's rejects (not the reader's).")
+        page.figure(panel, charts.languages(found.languages, params.languages))
+        page.panels.append(panel)
+
     if hists:
         panel = Panel("signals", "Signals and the thresholds of this run",
                       "Each signal over every document that reached its stage: " + _key() + ". Dashed lines: the "
@@ -182,14 +183,14 @@ def _run_panels(page: _Page, con, run: RunInput, params: ReportParams, notes: li
             page.figure(panel, charts.signal(hist, marks[s.column], rule_note(s, run.stage(s.stage))), "chart third")
         page.panels.append(panel)
 
-    clusters = queries.dedup_clusters(con)
+    clusters = found.clusters
     if clusters:
         panel = Panel("dedup", "Duplicate clusters by size",
                       "Clusters of exact, URL and near duplicates; one copy of each is kept.")
         page.figure(panel, charts.dedup(clusters))
         page.panels.append(panel)
 
-    pii_rows = queries.pii_counts(con)
+    pii_rows = found.pii
     if pii_rows:
         panel = Panel("pii", "Personal data replaced, by type",
                       "Placeholders the pii stage wrote into kept documents.")

@@ -187,6 +187,18 @@ def test_histograms_count_every_document_that_reached_the_stage(demo_output):
         assert sum(hist.counts["rejected here"]) == here, column
         assert sum(hist.counts["rejected later"]) == later, column
     assert "samples" not in report.panels
+    # the languages, clusters and PII counts of the same single pass equal their own GROUP BY queries
+    sources = [r[0] for r in con.execute("SELECT DISTINCT source FROM stats").fetchall()]
+    found = queries.profile(con, signal_table(), 20, {}, sources)
+    assert sorted(found.languages) == sorted((s, lang, int(k), int(r)) for s, lang, k, r, _ in stats.by_language(con))
+    assert found.clusters == [tuple(r) for r in con.execute(
+        "SELECT size, count(*) // size, count(*) FROM (SELECT dup_cluster_size AS size FROM docs UNION ALL "
+        "SELECT dup_cluster_size FROM rejects) WHERE size > 1 GROUP BY size ORDER BY size").fetchall()]
+    assert found.clusters, "the demo plants duplicates"
+    pii = {(s, t): n for s, t, n in found.pii}
+    for t in queries.PII_TYPES:
+        for source, total in con.execute(f"SELECT source, sum(pii_{t}) FROM docs GROUP BY source").fetchall():
+            assert pii.get((source, t), 0) == (total or 0), (source, t)
 
 
 def test_samples_show_each_reject_reason(demo_output, browser, tmp_path):
