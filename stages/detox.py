@@ -430,25 +430,15 @@ def read_labelled(path: str, text_column: str = "text", label_column: str = "lab
     return texts, labels
 
 
-def train_toxicity_model(
-    input_path: str,
-    output: str,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    epoch: int = 10,
-    word_ngrams: int = 2,
-    dim: int = 64,
-):
-    """Train a fastText toxicity classifier (label 1 = toxic) from JSONL/CSV; returns held-out Metrics.
+def train_toxicity_model(input_path: str, output: str, options=None, *, text_column: str = "text",
+                         label_column: str = "label"):
+    """Train a fastText toxicity classifier (label 1 = toxic) from JSONL/CSV; returns a ``TrainReport``.
 
-    Chinese text is split into characters by ``curate.classifier.prepare_text``, so
-    ``word_ngrams=2`` gives character bigrams there.
+    ``options`` is a ``curate.classifier.TrainOptions`` (default: the small model,
+    the minority label oversampled). Chinese text is split into characters by
+    ``curate.classifier.prepare_text``, so ``word_ngrams=2`` gives character bigrams there.
     """
     from curate.classifier import train_classifier
 
     texts, labels = read_labelled(input_path, text_column, label_column)
-    return train_classifier(texts, labels, output, test_fraction=test_fraction, seed=seed, epoch=epoch,
-                            word_ngrams=word_ngrams, dim=dim)
+    return train_classifier(texts, labels, output, options, names={1: "toxic", 0: "non-toxic"})

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from curate.classifier import Metrics, TextClassifier, train_classifier
+from curate.classifier import TextClassifier, TrainOptions, TrainReport, train_classifier
 from curate.stage import Stage, StageResult
 from curate.stages.textstats import first_reason, text_column
 
@@ -86,12 +86,12 @@ class QualityClassifier(Stage):
         return StageResult(table, first_reason(len(texts), [(drop, f"quality:{p.mode}")]))
 
 
-def train_quality_model(positive: list[str], negative: list[str], output: str, *, test_fraction: float = 0.1,
-                        seed: int = 0, epoch: int = 10, **options) -> Metrics:
+def train_quality_model(positive: list[str], negative: list[str], output: str,
+                        options: TrainOptions | None = None) -> TrainReport:
     """Train the quality classifier: ``positive`` reference texts (label 1) against ``negative`` ones (label 0).
 
     Saves the model to ``output`` and returns held-out precision/recall/F1 on a
-    seeded ``test_fraction`` of the examples.
+    seeded share of each side, with the warnings a small or unbalanced set earns.
     """
     positive = [t for t in positive if t and t.strip()]
     negative = [t for t in negative if t and t.strip()]
@@ -99,4 +99,4 @@ def train_quality_model(positive: list[str], negative: list[str], output: str, *
         raise ValueError("training needs non-empty positive and negative texts")
     texts = positive + negative
     labels = [1] * len(positive) + [0] * len(negative)
-    return train_classifier(texts, labels, output, test_fraction=test_fraction, seed=seed, epoch=epoch, **options)
+    return train_classifier(texts, labels, output, options, names={1: "positive", 0: "negative"})

@@ -168,6 +168,8 @@ def test_trained_classifier_reaches_goal_and_drives_the_stage(shared_data, tmp_p
     print(lang, metrics)
     assert metrics.n_test >= 600
     assert metrics.f1 >= goal
+    # small by default: fastText's own 2,000,000 x 64 table made 512 MB files whatever the data
+    assert metrics.size == "small" and metrics.model_bytes < 20_000_000
     table, reasons = run_detox(texts[:200], model=str(tmp_path / "model.bin"), languages=[])
     probs = np.array(table["toxic_prob"].to_pylist())
     assert table.schema.field("toxic_prob").type == pa.float32()
@@ -188,6 +190,8 @@ def test_train_cli_prints_metrics_and_rejects_bad_input(shared_data, tmp_path):
                                    "--text-column", "tweet", "--label-column", "toxic"])
     assert ok.exit_code == 0, ok.output
     assert re.search(r"precision \d\.\d{3}\s+recall \d\.\d{3}\s+F1 \d\.\d{3}", ok.output)
+    # Davidson is mostly toxic: the non-toxic minority is oversampled, and the command says so
+    assert "oversampled label 0" in ok.output and re.search(r"model written to .*m\.bin \(\d+\.\d MB, --size small", ok.output)
     assert TextClassifier(str(tmp_path / "m.bin")).score(["you stupid bitch"]).shape == (1,)
     wrong_column = runner.invoke(detox_cli, ["train", "--input", str(source), "--output", str(tmp_path / "x.bin")])
     assert wrong_column.exit_code == 2 and "needs columns" in wrong_column.output

@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from curate.classifier import SIZES, TrainOptions
 from curate.params import ConfigError, build_params
 from curate.stages.quality import QualityClassifier, pareto_draws, pareto_keep, train_quality_model
 from curate.stages.quality_cli import chunk_text, quality, read_text_file
+from curate.stages.quality_cli import train as train_command
 
 
 def reference_texts(shared_data) -> list[str]:
@@ -63,7 +65,7 @@ def corpus(shared_data):
 def trained(corpus, tmp_path_factory):
     positive, negative = corpus
     model = str(tmp_path_factory.mktemp("quality") / "quality.bin")
-    metrics = train_quality_model(positive, negative, model, test_fraction=0.2, epoch=10)
+    metrics = train_quality_model(positive, negative, model, TrainOptions(test_fraction=0.2, epoch=10))
     return model, metrics, positive, negative
 
 
@@ -72,6 +74,9 @@ def test_held_out_metrics_are_reasonable(trained):
     assert len(positive) >= 1000 and len(negative) >= 1000
     assert metrics.n_test >= 400
     assert metrics.precision >= 0.85 and metrics.recall >= 0.85 and metrics.f1 >= 0.85, metrics
+    # the default model is small: a few MB, not fastText's 512 MB table that every worker would load
+    assert metrics.size == "small" and metrics.model_bytes < 20_000_000
+    assert metrics.test_docs == {1: 300, 0: 300} and not metrics.warnings
     print(metrics)
 
 
@@ -159,9 +164,72 @@ def test_cli_train_from_files(corpus, shared_data, tmp_path):
                                      "--negative", str(run_dir), "--output", str(output), "--epoch", "5"])
     assert result.exit_code == 0, result.output
     assert "precision" in result.output and "recall" in result.output and output.exists()
+    lines = result.output.splitlines()
+    assert f"positive {pos_file}: 300 documents from 1 file(s) (1 jsonl)" in lines
+    assert any(line.startswith(f"positive {book}: ") and "(1 txt)" in line for line in lines)
+    assert f"negative {run_dir}: 400 documents from 1 file(s) (1 parquet)" in lines
 
     missing = runner.invoke(quality, ["train", "--positive", str(tmp_path / "nothing"), "--negative", str(run_dir),
                                       "--output", str(output)])
-    assert missing.exit_code == 2 and "no input files" in missing.output
+    assert missing.exit_code == 2 and "no such file or directory" in missing.output
     no_negative = runner.invoke(quality, ["train", "--positive", str(pos_file), "--output", str(output)])
     assert no_negative.exit_code == 2
+
+
+def test_gzipped_book_in_a_folder_is_read(shared_data, tmp_path):
+    """A .txt.gz book in a --positive folder is read (as the books reader reads it), and the count says so."""
+    book = shared_data / "books" / "gutenberg" / "pg84-0.txt"
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "frankenstein.txt.gz").write_bytes(gzip.compress(book.read_bytes()))
+    (folder / "NOTES").write_text("not a book\n")
+    negative = tmp_path / "crawl.jsonl"
+    with open(shared_data / "toxicity" / "davidson-en" / "labeled_data.csv", encoding="utf-8") as f:
+        tweets = [row["tweet"] for row in csv.DictReader(f)][:600]
+    negative.write_text("".join(json.dumps({"text": "\n".join(tweets[i:i + 3])}) + "\n" for i in range(0, 600, 3)))
+    runner = CliRunner()
+    result = runner.invoke(quality, ["train", "--positive", str(folder), "--negative", str(negative),
+                                     "--output", str(tmp_path / "m.bin"), "--epoch", "3"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("positive "))
+    plain = runner.invoke(quality, ["train", "--positive", str(book), "--negative", str(negative),
+                                    "--output", str(tmp_path / "p.bin"), "--epoch", "3"])
+    expected = next(line for line in plain.output.splitlines() if line.startswith("positive ")).split(": ")[1]
+    docs = int(expected.split(" documents")[0].replace(",", ""))
+    assert docs > 100 and f": {docs:,} documents from 1 file(s) (1 txt)" in line
+    assert "1 file(s) of no known suffix not read (NOTES)" in line
+
+
+def test_tiny_unbalanced_set_warns_and_is_balanced(shared_data, tmp_path):
+    """6 positive against 2,000 negative documents: warned twice, oversampled, a positive held out."""
+    wiki = shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl"
+    six = tmp_path / "six.jsonl"
+    six.write_text("".join(wiki.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
+    with open(shared_data / "toxicity" / "davidson-en" / "labeled_data.csv", encoding="utf-8") as f:
+        tweets = [row["tweet"] for row in csv.DictReader(f)][:2000]
+    negative = tmp_path / "tweets.jsonl"
+    negative.write_text("".join(json.dumps({"text": t}) + "\n" for t in tweets))
+    result = CliRunner().invoke(train_command, ["--positive", str(six), "--negative", str(negative),
+                                                "--output", str(tmp_path / "m.bin"), "--epoch", "3"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert any("only 6 positive documents" in w for w in warnings), result.output
+    assert any("unbalanced: 2,000 negative vs 6 positive" in w and "oversampling" in w for w in warnings)
+    assert "held out 1 positive and 200 negative documents" in result.output
+    assert "its 5 training documents repeated to 1,800 lines" in result.output
+    unbalanced = CliRunner().invoke(train_command, ["--positive", str(six), "--negative", str(negative), "--balance",
+                                                    "none", "--output", str(tmp_path / "n.bin"), "--epoch", "3"])
+    assert unbalanced.exit_code == 0 and "(not balanced)" in unbalanced.output
+    assert "--balance none" in unbalanced.output
+
+
+def test_large_size_is_fasttexts_table(corpus, tmp_path):
+    """--size large keeps the model curate trained before: fastText's 2,000,000 x 64 table."""
+    import floret
+
+    positive, negative = corpus
+    output = str(tmp_path / "large.bin")
+    report = train_quality_model(positive[:100], negative[:100], output, TrainOptions(size="large", epoch=2))
+    args = floret.load_model(output).f.getArgs()
+    assert (args.bucket, args.dim) == (SIZES["large"]["bucket"], SIZES["large"]["dim"]) == (2_000_000, 64)
+    assert report.model_bytes > 500_000_000 and report.size == "large"

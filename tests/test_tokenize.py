@@ -235,7 +235,7 @@ def test_bad_inputs_and_cli_errors(model_path, tmp_path, ray_cluster):
     assert usage.exit_code == 2
     missing = runner.invoke(tokenize_command, ["--tokenizer", model_path, "--output", output,
                                                str(tmp_path / "absent.jsonl")])
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2 and "absent.jsonl" in missing.output
     corrupt = tmp_path / "corrupt.model"
     corrupt.write_bytes(b"\x00not a model" * 10)
     failed = runner.invoke(tokenize_command, ["--tokenizer", str(corrupt), "--output", str(tmp_path / "t2"),

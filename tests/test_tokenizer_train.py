@@ -167,7 +167,7 @@ def test_cli_exit_codes(books, tmp_path):
     usage = runner.invoke(tokenizer_cli, ["train", "--input", books, "--source-weight", "books", "--output", str(tmp_path)])
     assert usage.exit_code == 2
     missing = runner.invoke(tokenizer_cli, ["train", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
-    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert missing.exit_code == 2 and "no such file" in missing.output
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n")
     failed = runner.invoke(tokenizer_cli, ["train", "--input", str(empty), "--output", str(tmp_path / "e")])

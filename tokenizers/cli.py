@@ -31,13 +31,28 @@ def _params(cls, raw: dict, where: str):
         raise click.UsageError(str(err)) from None
 
 
-def _files(paths: list[str], fmt: str, source: str):
-    from curate.tokenizers.corpus import InputError, input_files
+def _files(paths: list[str], fmt: str, source: str, option: str = "--input"):
+    """Input files; a missing path or one of the wrong kind is a usage error, an unreadable one a failure."""
+    from curate.tokenizers.corpus import InputError, PathError, input_files
 
     try:
         return input_files(paths, fmt, source)
+    except PathError as err:
+        raise click.UsageError(f"{option} {err}") from None
     except InputError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _output_dir(path: str, option: str = "--output") -> str:
+    """An output folder: refuse an existing file (or a file on the way) before any work is done."""
+    import os
+
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise click.UsageError(f"{option} {path}: {probe} is a file, not a folder")
+    return path
 
 
 def _weights(values: tuple[str, ...]) -> dict[str, float]:
@@ -131,7 +146,7 @@ def train_command(inputs, more_inputs, fmt, source, output, vocab_size, model_ty
         "normalization": normalization, "byte_fallback": byte_fallback, "split_digits": split_digits,
         "pad_id": pad_id, "threads": threads, "seed": seed}, "tokenizer.train")
     files = _files(_inputs(inputs, more_inputs), fmt, source)
-    _print(_run(lambda: train_tokenizer(files, output, params)))
+    _print(_run(lambda: train_tokenizer(files, _output_dir(output), params)))
 
 
 @tokenizer.command("extend")
@@ -169,7 +184,8 @@ def extend_command(base, inputs, more_inputs, fmt, source, english, output, voca
         "max_piece_chars": max_piece_chars, "min_chars_per_piece": min_chars_per_piece,
         "sample_bytes": int(sample_mb * (1 << 20)), "threads": threads, "seed": seed}, "tokenizer.extend")
     files = _files(_inputs(inputs, more_inputs), fmt, source)
-    english_files = _files(list(english), "auto", "english") if english else None
+    english_files = _files(list(english), "auto", "english", "--english") if english else None
+    _output_dir(output)
     _print(_run(lambda: extend_tokenizer(base, files, output, params, english_files)))
 
 
@@ -180,6 +196,8 @@ def export_hf_command(model_dir, output) -> None:
     """Write tokenizer files that transformers loads (AutoTokenizer, LlamaTokenizer)."""
     from curate.tokenizers.export_hf import export_hf
 
+    if output is not None:
+        _output_dir(output)
     _print(_run(lambda: export_hf(model_dir, output)))
 
 
@@ -256,6 +274,7 @@ def tokenize_command(tokenizer_path, inputs, more_inputs, fmt, source, output, w
         click.echo(f"{result['task']}: {result['docs']} docs, {result['tokens']} tokens, "
                    f"{result['seconds']:.1f}s", err=True)
 
+    _output_dir(output)
     summary = _run(lambda: tokenize_corpus(tokenizer_path, files, output, params, progress))
     _print(summary)
     if summary["tasks_failed"]:

@@ -40,6 +40,10 @@ class InputError(ValueError):
     """An input the tokenizer commands cannot read: names the path and why."""
 
 
+class PathError(InputError):
+    """A path that is missing or of the wrong kind for its argument: a usage error (exit code 2)."""
+
+
 @dataclass(frozen=True)
 class InputFile:
     """One file to read, with its format and (for plain inputs) the source name its documents get."""
@@ -91,10 +95,10 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
     for pattern in paths:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
-            raise InputError(f"{pattern}: no such file")
+            raise PathError(f"{pattern}: no such file")
         for match in matches:
             if not os.path.exists(match):
-                raise InputError(f"{match}: no such file or directory")
+                raise PathError(f"{match}: no such file or directory")
             if fmt in ("auto", "curated") and is_curated(match):
                 docs = os.path.join(match, "docs") if os.path.isdir(os.path.join(match, "docs")) else match
                 found += [InputFile(p, "curated", "") for p in sorted(glob.glob(os.path.join(docs, "*.parquet")))]
@@ -103,7 +107,7 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
                 raise InputError(f"{match}: a curate output with no documents (no docs/*.parquet: every document "
                                  "was rejected, or the run has not finished; `curate stats` shows why)")
             if fmt == "curated":
-                raise InputError(f"{match}: not a curate output directory (no docs/*.parquet)")
+                raise PathError(f"{match}: not a curate output directory (no docs/*.parquet)")
             files = [match]
             if os.path.isdir(match):
                 files = sorted(os.path.join(root, name) for root, _, names in os.walk(match) for name in names)
@@ -112,11 +116,11 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
                 if file_format is None:
                     if os.path.isdir(match):
                         continue  # an unrelated file inside a directory input
-                    raise InputError(f"{path}: cannot tell the format from the name; pass --format")
+                    raise PathError(f"{path}: cannot tell the format from the name; pass --format")
                 found.append(InputFile(path, file_format, source))
     unique = list({(f.path, f.format): f for f in found}.values())
     if not unique:
-        raise InputError(f"no input files in {', '.join(paths)}")
+        raise PathError(f"no input files in {', '.join(paths)}")
     return unique
 
 

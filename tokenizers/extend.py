@@ -48,15 +48,16 @@ def in_scripts(piece: str, scripts: list[str]) -> bool:
 
 def load_proto(path_or_bytes: str | bytes) -> model_pb2.ModelProto:
     proto = model_pb2.ModelProto()
+    where = f"{path_or_bytes}: " if isinstance(path_or_bytes, str) else ""
     if isinstance(path_or_bytes, str):
         with open(path_or_bytes, "rb") as f:
             path_or_bytes = f.read()
     try:
         proto.ParseFromString(path_or_bytes)
     except Exception as err:
-        raise ValueError(f"not a SentencePiece model ({err})") from None
+        raise ValueError(f"{where}not a SentencePiece model ({err})") from None
     if not proto.pieces:
-        raise ValueError("not a SentencePiece model (no pieces)")
+        raise ValueError(f"{where}not a SentencePiece model (no pieces)")
     return proto
 
 

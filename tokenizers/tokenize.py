@@ -167,7 +167,10 @@ def write_meta(output: str, model: bytes, tokenizer_path: str) -> dict:
     """Write ``meta.json``, or check that an existing one names the same tokenizer."""
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_proto=model)
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=model)
+    except RuntimeError as err:
+        raise ValueError(f"{tokenizer_path}: not a SentencePiece model ({str(err).splitlines()[0][:200]})") from None
     meta = {"format_version": FORMAT_VERSION, "tokenizer": os.path.abspath(tokenizer_path),
             "tokenizer_sha256": hashlib.sha256(model).hexdigest(), "vocab_size": sp.get_piece_size(),
             "dtype": token_dtype(sp.get_piece_size()).name, "eos_id": sp.eos_id(), "bos_id": sp.bos_id(),
