@@ -359,28 +359,35 @@ def test_mixture_panel_with_epochs_elapsed(demo, browser, tmp_path):
 
 def test_serve_binds_localhost_and_refreshes_as_the_run_goes_on(demo_output, browser, tmp_path):
     out = demo_output
-    partial = _partial_copy(out, tmp_path / "partial", keep=1)
-    missing = sorted((out / "stats").glob("*.parquet"))[1:]
+    partial = _partial_copy(out, tmp_path / "partial", keep=0)  # started, no task finished yet
+    finished = sorted((out / "stats").glob("*.parquet"))
     server = subprocess.Popen([CLI, "dashboard", str(partial), "--serve", "--port", "0", "--samples", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
         match = re.search(r"http://([\d.]+):(\d+)/", line)
-        assert match, line + server.stderr.read() if server.poll() is not None else line
+        assert match, line + (server.stderr.read() if server.poll() is not None else "")
         assert match.group(1) == "127.0.0.1"
         url = match.group(0)
-        with urllib.request.urlopen(url + "version", timeout=30) as r:
-            before = r.read().decode()
-        log = browser.open(url, ready=DRAWN)
-        assert log.errors == []
-        assert "1 task(s) finished" in browser.evaluate("document.querySelector('header').innerText")
-        for path in missing:  # the run goes on: more tasks finish
-            shutil.copy(path, partial / "stats" / path.name)
-        with urllib.request.urlopen(url + "version", timeout=30) as r:
-            assert r.read().decode() != before
-        browser.wait_for(f"document.body && document.body.getAttribute('data-version') !== '{before}' "
-                         "&& document.body.hasAttribute('data-charts-drawn')")
-        assert f"{len(missing) + 1} task(s) finished" in browser.evaluate("document.querySelector('header').innerText")
+
+        def version() -> str:
+            with urllib.request.urlopen(url + "version", timeout=30) as r:
+                return r.read().decode()
+
+        # nothing finished yet: a page that waits, and polls
+        log = browser.open(url, ready="document.body && document.body.hasAttribute('data-version')")
+        assert "No report yet" in browser.evaluate("document.body.innerText") and log.errors == []
+        shown = version()
+        for step, batch in enumerate((finished[:1], finished[1:])):  # the run goes on: tasks finish
+            for path in batch:
+                shutil.copy(path, partial / "stats" / path.name)
+            assert version() != shown
+            browser.wait_for(f"document.body && document.body.getAttribute('data-version') !== '{shown}' "
+                             "&& document.body.hasAttribute('data-charts-drawn')")
+            shown = browser.evaluate("document.body.getAttribute('data-version')")
+            done = 1 if step == 0 else len(finished)
+            assert f"{done} task(s) finished" in browser.evaluate("document.querySelector('header').innerText")
+        assert browser.log.errors == []
     finally:
         server.terminate()
         server.wait(20)
