@@ -157,7 +157,7 @@ def rng_state(device: torch.device) -> dict:
 
 
 def parallelize(model: Transformer, config: TrainConfig, ranks: Ranks, bf16: bool, compile_model: bool):
-    """Compile, then wrap for several ranks: DDP, or FSDP2 (each block sharded, then the root)."""
+    """Wrap for several ranks (DDP, or FSDP2: each block sharded, then the root) and compile."""
     if config.parallel == "fsdp" and ranks.world > 1:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -168,12 +168,15 @@ def parallelize(model: Transformer, config: TrainConfig, ranks: Ranks, bf16: boo
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return model
-    if compile_model:
-        model.compile()
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[ranks.local_rank] if ranks.device.type == "cuda" else None)
+        ddp = DistributedDataParallel(model, device_ids=[ranks.local_rank] if ranks.device.type == "cuda" else None)
+        if compile_model:  # DDP first, then compile (torch's advice): graphs split at buckets, overlapping all-reduce
+            ddp.compile()
+        return ddp
+    if compile_model:
+        model.compile()
     return model
 
 
@@ -368,7 +371,7 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
     # ---- the loop
     loss_value = float("nan")
     try:
-        micro_batches = batches.step(start_step)
+        micro_batches = batches.step(start_step) if start_step < max_steps else []
         for step in range(start_step, max_steps):
             t0 = time.perf_counter()
             lr = learning_rate(step, config, max_steps)
@@ -437,7 +440,7 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
         if log is not None:
             log.close()
 
-    summary = {"step": max_steps, "tokens": max_steps * step_tokens, "loss": loss_value, "val": last_val,
+    summary = {"step": max_steps, "tokens": max_steps * step_tokens, "loss": finite_or_none(loss_value), "val": last_val,
                "seconds": round(time.time() - started, 2), "resumed_from": start_step}
     if ranks.main:
         write_json(summary, os.path.join(output, "done.json"))
