@@ -102,10 +102,12 @@ def reasons(rows: list[tuple[str, str, str, int]], order: list[str], limit: int 
         fig.add_trace(go.Bar(
             name=label(stage), orientation="h", x=[r[3] for r in mine],
             y=[f"{label(r[1])}{' (skip)' if r[2] == 'skip' else ''}" for r in mine],
-            marker=dict(color=PALETTE[i % len(PALETTE)]), hovertemplate="%{y}: %{x:,} documents<extra>%{fullData.name}</extra>"))
+            marker=dict(color=PALETTE[i % len(PALETTE)]),
+            hovertemplate="%{y}: %{x:,} documents<extra>%{fullData.name}</extra>"))
     fig.update_yaxes(autorange="reversed", categoryorder="array",
                      categoryarray=[f"{label(r[1])}{' (skip)' if r[2] == 'skip' else ''}" for r in rows])
-    fig.update_xaxes(title="documents", type="log" if rows and max(r[3] for r in rows) > 100 * max(1, min(r[3] for r in rows)) else "linear")
+    spread = rows and max(r[3] for r in rows) > 100 * max(1, min(r[3] for r in rows))
+    fig.update_xaxes(title="documents", type="log" if spread else "linear")
     return _layout(fig, height=max(240, 24 * len(rows) + 100))
 
 

@@ -87,6 +87,9 @@ class RunProfile:
     pii: list[tuple[str, str, int]]                 # source, type, placeholders in kept documents
 
 
+#: Up to this many sources, PII sums per source are aggregates of the one pass; beyond, a GROUP BY of their own.
+MAX_FILTERED_SOURCES = 50
+
 #: A separator that cannot occur in a source name or a language code.
 _SEP = "\x1f"
 
@@ -171,7 +174,7 @@ def profile(con: duckdb.DuckDBPyConnection, signals: list[Signal], bins: int, ma
         if "dup_cluster_size" in cols:
             aggregates.append("histogram(dup_cluster_size) FILTER (WHERE dup_cluster_size > 1)")
             targets.append(("dup",))
-        if view == "docs" and pii_types and len(sources) <= 50:
+        if view == "docs" and pii_types and len(sources) <= MAX_FILTERED_SOURCES:
             for source in sources:
                 for t in pii_types:
                     aggregates.append(f"coalesce(sum(pii_{t}) FILTER (WHERE source = {_literal(source)}), 0)")
@@ -193,6 +196,10 @@ def profile(con: duckdb.DuckDBPyConnection, signals: list[Signal], bins: int, ma
                     sizes[int(size)] += int(n)
             elif int(value):
                 pii.append((target[1], target[2], int(value)))
+    if pii_types and len(sources) > MAX_FILTERED_SOURCES:  # one FILTER per source would be too many aggregates
+        sums = ", ".join(f"coalesce(sum(pii_{t}), 0)::BIGINT" for t in pii_types)
+        for source, *values in con.execute(f"SELECT source, {sums} FROM docs GROUP BY source ORDER BY source").fetchall():
+            pii += [(source, t, int(v)) for t, v in zip(pii_types, values) if v]
     for h in hists:
         h.total = sum(sum(c) for c in h.counts.values())
     by_source: dict[str, list] = defaultdict(list)
@@ -328,3 +335,4 @@ def mixture_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
     cursor = con.execute("SELECT * FROM read_parquet($t)", {"t": table})
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+

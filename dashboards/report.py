@@ -74,7 +74,6 @@ class Report:
     panels: list[str]
     partial: bool
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 def esc(text) -> str:
@@ -114,9 +113,8 @@ def build(run_path: str, *, tokens: str | None = None, mixture: str | None = Non
     con = stats.connect(run.path)
     # every panel reads the same files: parse each one's footer (thousands of row groups) once, not per query
     con.execute("SET parquet_metadata_cache = true")
-    notes: list[str] = []
     with charts.no_template():
-        _run_panels(page, con, run, params, notes)
+        _run_panels(page, con, run, params)
         if token_input is not None:
             _tokens_panel(page, con, token_input)
         if mixture_input is not None:
@@ -128,7 +126,7 @@ def build(run_path: str, *, tokens: str | None = None, mixture: str | None = Non
     con.close()
     seconds = time.perf_counter() - started
     body = _render(page, run, token_input, mixture_input, train_inputs, params, refresh, poll_ms, seconds)
-    return Report(body, [p.id for p in page.panels], not run.complete, seconds, notes)
+    return Report(body, [p.id for p in page.panels], not run.complete, seconds)
 
 
 def build_report(run_path: str, output: str, **options) -> Report:
@@ -145,7 +143,7 @@ def build_report(run_path: str, output: str, **options) -> Report:
 
 # ---- panels -------------------------------------------------------------------------------------------
 
-def _run_panels(page: _Page, con, run: RunInput, params: ReportParams, notes: list[str]) -> None:
+def _run_panels(page: _Page, con, run: RunInput, params: ReportParams) -> None:
     from curate import stats
 
     funnel_rows = stats.funnel(con)
