@@ -21,42 +21,13 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import click
 
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 #: Reader formats chosen by suffix, most specific first (``.warc.wet.gz`` is WET, not WARC).
 SUFFIX_FORMATS = ("wet", "warc", "arc", "html", "txt", "jsonl", "parquet")
-
-
-def read_text_file(path: str) -> str:
-    raw = open(path, "rb").read()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
-
-
-def chunk_text(text: str, chunk_chars: int) -> list[str]:
-    """Whole paragraphs grouped into documents of about ``chunk_chars`` characters."""
-    chunks, current, size = [], [], 0
-    for paragraph in _PARAGRAPH_BREAK.split(text.replace("\r\n", "\n")):
-        paragraph = paragraph.strip()
-        if not paragraph:
-            continue
-        current.append(paragraph)
-        size += len(paragraph)
-        if size >= chunk_chars:
-            chunks.append("\n\n".join(current))
-            current, size = [], 0
-    if current:
-        chunks.append("\n\n".join(current))
-    return chunks
 
 
 def format_of(path: str) -> str | None:
@@ -220,12 +191,6 @@ def load_documents(paths: tuple[str, ...] | list[str], *, text_field: str = "tex
     finally:
         extract.close()
     return texts, counts
-
-
-def load_texts(paths: tuple[str, ...] | list[str], *, text_field: str = "text", chunk_chars: int = 2000,
-               limit: int | None = None) -> list[str]:
-    """Documents from every path (see ``load_documents``)."""
-    return load_documents(paths, text_field=text_field, chunk_chars=chunk_chars, limit=limit)[0]
 
 
 def _option_default(name: str):
