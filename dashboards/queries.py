@@ -336,3 +336,13 @@ def mixture_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
+
+def ablation_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
+    """The answer of a `curate ablate` folder: the summary row (``seed IS NULL``) of each evaluation set and
+    mixture of ``DIR/results.parquet``, in the file's order (sets, then the baseline mixture first)."""
+    cursor = con.execute("""
+        SELECT eval_set, mixture, loss, loss_std, bits_per_byte, delta_vs_first, ci_low, ci_high, ci_method, verdict
+        FROM read_parquet($t) WHERE seed IS NULL
+    """, {"t": table})
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]

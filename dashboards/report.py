@@ -121,6 +121,7 @@ def build(run_path: str, *, tokens: str | None = None, mixture: str | None = Non
             _mixture_panel(page, con, mixture_input, train_inputs)
         if train_inputs:
             _training_panel(page, train_inputs)
+            _ablation_panels(page, con, list(train))
     if params.samples:
         _samples_panel(page, con, run, params)
     con.close()
@@ -292,6 +293,31 @@ def _training_panel(page: _Page, runs: list[TrainInput]) -> None:
         panel.body.append("<p class='muted'>MFU: not logged (a CPU run, or a GPU whose peak is unknown: "
                           "<code>--peak-tflops</code>).</p>")
     page.panels.append(panel)
+
+
+def _ablation_panels(page: _Page, con, folders: list[str]) -> None:
+    """One table per `curate ablate` folder given with --train: its results.parquet, per evaluation set."""
+    for k, folder in enumerate(f for f in folders if os.path.isfile(os.path.join(f, "results.parquet"))):
+        rows = queries.ablation_rows(con, os.path.join(os.path.abspath(folder), "results.parquet"))
+        if not rows:
+            continue
+        panel = Panel("ablation" if k == 0 else f"ablation-{k + 1}", "Ablation: which data is better",
+                      f"{esc(folder)}/results.parquet: the same model trained on each mixture for the same tokens "
+                      "and scored on the same held-out texts; the difference to the first mixture with its "
+                      "interval (over seeds, or a bootstrap over documents with one seed).")
+        head = ["evaluation set", "mixture", "loss", "sd over seeds", "bits per byte", "Δ loss vs first", "interval",
+                "verdict"]
+        table = ["<table class='data'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+        for r in rows:
+            ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+            cells = [esc(r["eval_set"]), esc(r["mixture"]), f"{_float(r['loss']):.4f}",
+                     "" if r["loss_std"] is None else f"{r['loss_std']:.4f}",
+                     "" if r["bits_per_byte"] is None else f"{r['bits_per_byte']:.4f}",
+                     "" if r["ci_low"] is None else f"{_float(r['delta_vs_first']):+.4f}", ci, esc(r["verdict"])]
+            table.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        table.append("</tbody></table>")
+        panel.body.append("".join(table))
+        page.panels.append(panel)
 
 
 def _samples_panel(page: _Page, con, run: RunInput, params: ReportParams) -> None:

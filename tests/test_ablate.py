@@ -9,6 +9,7 @@ English tokenizer spells in bytes, and held-out book paragraphs that no mixture 
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -307,3 +308,22 @@ def test_compare_rows_and_verdicts():
     assert curated["verdict"].startswith("curated is better than raw: -0.1900 nats/token")
     assert curated["bits_per_byte"] == pytest.approx(curated["loss"] / math.log(2) / 3)
     assert curated["delta_bits_per_byte"] == pytest.approx(-0.19 / math.log(2) / 3)
+
+
+def test_dashboard_draws_the_ablation_folder(ablation, setup, tmp_path):
+    """`curate dashboard OUT --train DIR`: every run's curves, and the results table with its verdicts."""
+    from curate.dashboards.report import build
+
+    out, _ = ablation
+    run = tmp_path / "run"
+    cli = str(Path(sys.executable).parent / "curate")
+    done = subprocess.run([cli, "run", "--input", setup["heldout"], "--format", "jsonl", "--stages", "length",
+                           "--output", str(run), "--workers", "1", "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = build(str(run), train=[str(out)], params=None)
+    assert "training" in report.panels and "ablation" in report.panels
+    for name in ("a-seed0", "a2-seed1", "b-seed1"):
+        assert name in report.html
+    verdict = _summary(out)[("text", "b")]["verdict"]
+    assert html.escape(verdict) in report.html
+    assert "val:a" in report.html
