@@ -258,3 +258,20 @@ def test_large_size_is_fasttexts_table(corpus, tmp_path):
     args = floret.load_model(output).f.getArgs()
     assert (args.bucket, args.dim) == (SIZES["large"]["bucket"], SIZES["large"]["dim"]) == (2_000_000, 64)
     assert report.model_bytes > 500_000_000 and report.size == "large"
+
+
+def test_vocabulary_cap_keeps_the_most_frequent_words(shared_data):
+    """The small model's word cap: the minCount chosen keeps at most max_words distinct words, and as many
+    of the most frequent ones as ties allow."""
+    from collections import Counter
+
+    from curate.classifier import _min_count_for, prepare_text
+
+    with open(shared_data / "toxicity" / "davidson-en" / "labeled_data.csv", encoding="utf-8") as f:
+        lines = [f"__label__{int(row['class'] != '2')} {prepare_text(row['tweet'])}" for row in csv.DictReader(f)]
+    counts = Counter(token for line in lines for token in line.split(" ")[1:])
+    assert _min_count_for(lines, None) == 1 and _min_count_for(lines, len(counts)) == 1
+    for cap in (100, 2000, len(counts) - 1):
+        m = _min_count_for(lines, cap)
+        kept = sum(1 for n in counts.values() if n >= m)
+        assert 0 < kept <= cap < sum(1 for n in counts.values() if n >= m - 1)
