@@ -1,9 +1,9 @@
-"""The cached encoder on text it has never seen (#16): new segments in one SentencePiece call, lines cut.
+"""The cached encoder on text it has never seen (#16): segments cut at line breaks too.
 
-Exactness is what matters: whatever the shortcuts (segments cut at line breaks, new segments
-joined by a byte-fallback separator and split back), the ids must be SentencePiece's own, on
-the first pass over a text as on later ones, and the shortcuts must switch themselves off for
-a model where they would not be exact.
+Exactness is what matters: with the shortcut (segments cut at line breaks, so a word at a line
+end is looked up as the same word elsewhere) the ids must be SentencePiece's own, on the first
+pass over a text as on later ones, and the shortcut must switch itself off for a model where it
+would not be exact.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import pytest
 
 from curate.tokenizers.corpus import input_files
-from curate.tokenizers.encoder import SEPARATOR, Encoder
+from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.extend import append_pieces
 from curate.tokenizers.train import TrainParams, train_tokenizer
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
@@ -52,7 +52,7 @@ def texts(shared_data) -> list[str]:
     out += ["\n".join(lines[i:i + 6]) for i in range(0, 120, 6)]
     out += [
         "\nleading newline", "trailing newline\n", "\n\n\n", "a\n b\n\n  c \n", "line\r\nwindows\r\n",
-        f"nul{SEPARATOR}inside a word", f"{SEPARATOR}", "word\n\u2581marks\n", "x" * 3000 + "\ny",
+        "nul\x00inside a word", "\x00", "word\n\u2581marks\n", "x" * 3000 + "\ny",
         "one two three", "", " ", "single\nspaced words\nwith line ends",
     ]
     return out
@@ -71,21 +71,12 @@ def check_exact(encoder: Encoder, texts: list[str]) -> None:
 
 def test_unseen_text_encodes_exactly(model, texts):
     encoder = Encoder(model)
-    assert encoder.cached and encoder.newline_split and encoder._separator is not None
+    assert encoder.cached and encoder.newline_split
     check_exact(encoder, texts)
 
 
-def test_new_segments_are_encoded_in_one_call_exactly(model, texts):
-    encoder = Encoder(model)
-    surfaces = sorted({" " + w for t in texts for w in t.split(" ") if w})[:5000]
-    surfaces += [f" a{SEPARATOR}b", "\u2581x", "  "]
-    encoded = encoder._encode_segments(surfaces)
-    calls = [encoder._segment_sp.encode(s) for s in surfaces]
-    assert [list(memoryview(b).cast("i")) for b in encoded] == calls
-
-
 def test_shortcuts_step_aside_where_they_would_not_be_exact(model, texts, shared_data, tmp_path):
-    """A piece holding a newline stops the line cuts; no byte fallback stops the joined call."""
+    """A piece holding a newline stops the line cuts, and so does a model without byte fallback."""
     proto = model_pb2.ModelProto()
     proto.ParseFromString(model)
     with_newline = append_pieces(proto, ["d\nT", "\n\n"])
@@ -94,5 +85,5 @@ def test_shortcuts_step_aside_where_they_would_not_be_exact(model, texts, shared
     check_exact(encoder, texts + ["and\nThe end\n\nThe"])
 
     encoder = Encoder(trained(shared_data, str(tmp_path), byte_fallback=False))
-    assert encoder._separator is None
+    assert encoder.cached and not encoder.newline_split
     check_exact(encoder, texts)

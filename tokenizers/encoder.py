@@ -24,8 +24,8 @@ SPACE = "\u2581"
 SEGMENT = re.compile("[ \u2581]*[^ \u2581]+|[ \u2581]+")
 #: The same, with line breaks cut too: a run of newlines starts a segment of its own (with the
 #: word that follows it). Exact for byte-fallback models none of whose pieces holds a newline
-#: (``Encoder.newline_split``): then no merge joins a newline to what precedes it. Words at line ends ("with\n") would otherwise
-#: make segments of their own, a third of the text of hard-wrapped books never seen before.
+#: (``Encoder.newline_split``): then no merge joins a newline to what precedes it. Otherwise a word
+#: at a line end ("with\nalmost") is a segment of its own: most of hard-wrapped text never seen before.
 SEGMENT_LINES = re.compile("[ \u2581]*[^ \u2581\n]+|[ \u2581]+|\n+[^ \u2581\n]*")
 CACHE_LIMIT = 1 << 19
 DOC_END = -1  # marks the end of a text in the flat id array; never a piece id
@@ -33,11 +33,6 @@ DOC_END_BYTES = np.array([DOC_END], dtype=np.int32).tobytes()
 #: Texts whose words are longer than this on average (Chinese, Japanese: few spaces) repeat few
 #: segments, so the cache would only cost time: they go to SentencePiece whole.
 MAX_MEAN_SEGMENT_CHARS = 16
-#: New segments go to SentencePiece as one string, joined by this character: with byte fallback it
-#: is the piece <0x00>, which no merge can join to a neighbour (no piece holds it), so the ids split
-#: back into each segment's ids exactly. One long call instead of one call per segment: encoding
-#: text never seen before costs about what SentencePiece costs on it, not its per-string overhead.
-SEPARATOR = "\x00"
 
 
 def segment_safe(proto: model_pb2.ModelProto) -> bool:
@@ -77,39 +72,6 @@ class Encoder:
             bare.CopyFrom(self.proto)
             bare.normalizer_spec.add_dummy_prefix = False
             self._segment_sp = spm.SentencePieceProcessor(model_proto=bare.SerializeToString())
-        self._separator = self._separator_id() if self.cached else None
-
-    def _separator_id(self) -> int | None:
-        """The id SEPARATOR encodes to alone, if no piece can merge it with a neighbour (else None)."""
-        if not self.proto.trainer_spec.byte_fallback or any(SEPARATOR in p.piece for p in self.proto.pieces):
-            return None
-        ids = self._segment_sp.encode(SEPARATOR)
-        probe = self._segment_sp.encode(f" a{SEPARATOR} b")
-        if len(ids) != 1 or probe != self._segment_sp.encode(" a") + ids + self._segment_sp.encode(" b"):
-            return None
-        return ids[0]
-
-    def _encode_segments(self, surfaces: list[str]) -> list[bytes]:
-        """Each surface's ids as int32 bytes, as ``_segment_sp`` encodes it alone."""
-        sep = self._separator
-        if sep is None or len(surfaces) < 2:
-            return _as_bytes(self._segment_sp.encode(surfaces))
-        out: list = [None] * len(surfaces)
-        plain = [i for i, s in enumerate(surfaces) if SEPARATOR not in s]
-        ids = np.asarray(self._segment_sp.encode(SEPARATOR.join([surfaces[i] for i in plain])), dtype=np.int32)
-        cuts = np.flatnonzero(ids == sep)
-        if cuts.size != len(plain) - 1:  # cannot happen (see SEPARATOR); stay exact if it ever did
-            return _as_bytes(self._segment_sp.encode(surfaces))
-        raw = ids.tobytes()
-        starts = (np.concatenate(([0], cuts + 1)) * 4).tolist()
-        ends = (np.concatenate((cuts, [ids.size])) * 4).tolist()
-        for i, start, end in zip(plain, starts, ends):
-            out[i] = raw[start:end]
-        rest = [i for i, s in enumerate(surfaces) if SEPARATOR in s]
-        if rest:
-            for i, encoded in zip(rest, _as_bytes(self._segment_sp.encode([surfaces[i] for i in rest]))):
-                out[i] = encoded
-        return out
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids, as ``SentencePieceProcessor.encode`` gives them."""
@@ -156,6 +118,7 @@ class Encoder:
             append(None)
         self.looked_up += len(segments) - len(texts)
         if whole:
+            self.encoded += len(whole)
             cache.update(zip([~i for i in whole], _as_bytes(self.sp.encode([texts[i] for i in whole]))))
         try:
             try:
@@ -164,7 +127,7 @@ class Encoder:
                 new = [s for s in set(segments).difference(cache) if type(s) is str]
                 self.encoded += len(new)
                 surfaces = [s if not words_ok or s[0] in literal else " " + s for s in new]
-                cache.update(zip(new, self._encode_segments(surfaces)))
+                cache.update(zip(new, _as_bytes(self._segment_sp.encode(surfaces))))
                 joined = b"".join(map(cache.__getitem__, segments))
         finally:
             for i in whole:
