@@ -142,7 +142,8 @@ def describe_file(path: str) -> dict:
     The check hashes the size and 4 KiB at nine evenly spaced places (the first and the last 4 KiB among
     them): appending, truncating or editing near either end always shows, an edit in the middle of a
     large file may not. Reading whole inputs again on every rerun would cost as much as the run. A folder
-    input (a code tree) is described by its listing: every file's relative path, size and modification time.
+    input (a code tree) is described by its files: relative paths, sizes and first 4 KiB, and the latest
+    modification time.
     """
     digest = hashlib.blake2b(digest_size=8)
     try:
@@ -158,8 +159,12 @@ def describe_file(path: str) -> dict:
                         continue
                     size += info.st_size
                     mtime = max(mtime, info.st_mtime_ns)
-                    digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\0{info.st_mtime_ns}\n"
-                                  .encode("utf-8", "surrogateescape"))
+                    digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\n".encode("utf-8", "surrogateescape"))
+                    try:
+                        with open(full, "rb") as f:
+                            digest.update(f.read(SAMPLE_BYTES))
+                    except OSError:
+                        continue
             return {"bytes": size, "mtime_ns": mtime, "sample": f"{SAMPLE_SCHEME}:{digest.hexdigest()}"}
         info = os.stat(path)
         digest.update(str(info.st_size).encode())
