@@ -436,6 +436,8 @@ def ids_for(workdir: str, shard: int, wanted: np.ndarray) -> pa.Table:
 
 
 class MinHashDedup(GlobalStage):
+    """URL, exact-text and MinHash-LSH near-duplicate removal across the whole run (one winner per cluster)."""
+
     name = "dedup"
     Params = DedupParams
     requires = (ID, TEXT)

@@ -72,6 +72,8 @@ def word_stats(text: str, lang: str | None) -> tuple[int, int, int, int, int, in
 
 
 class GopherQuality(Stage):
+    """Gopher's quality rules: word count, mean word length, symbol, ellipsis and bullet ratios, stop words."""
+
     name = "gopher_quality"
     outputs = (pa.field("gopher_words", pa.int32()), pa.field("gopher_mean_word_length", pa.float32()),
                pa.field("gopher_hash_ratio", pa.float32()), pa.field("gopher_ellipsis_ratio", pa.float32()),
@@ -318,6 +320,8 @@ REPETITION_SIGNALS = (
 
 
 class GopherRepetition(Stage):
+    """Gopher's repetition rules: duplicate lines and paragraphs, top and duplicated n-gram character shares."""
+
     name = "gopher_repetition"
     outputs = tuple(pa.field(f"gopher_{name}", pa.float32()) for name in REPETITION_SIGNALS)
 
