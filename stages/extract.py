@@ -61,6 +61,10 @@ class ExtractParams:
             raise ValueError("max_html_chars: must be positive")
         if not 0 <= self.precheck_min_score <= 1:
             raise ValueError("precheck_min_score: must be in [0, 1]")
+        if self.only_languages:
+            from curate.stages.langid import known_languages
+
+            self.only_languages = known_languages(self.only_languages, "only_languages")
 
 
 def page_title(html: str) -> str | None:

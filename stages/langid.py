@@ -141,6 +141,17 @@ def segment_shares(text: str, segment_chars: int, max_segments: int, max_chars: 
     return chars
 
 
+def known_languages(codes: list[str], key: str) -> list[str]:
+    """``codes`` normalized; a code lid.176 never outputs would reject every document, so it is an error."""
+    normalized = [normalize_language(code) for code in codes]
+    for code in normalized:
+        if code not in lid_languages():
+            listed = " (a list is written [en, zh], or en,zh after --set)" if "," in code else ""
+            raise ValueError(f"{key}: {code!r} is not a language lid.176 knows{listed}; it knows "
+                             f"{', '.join(sorted(lid_languages()))} (zh-Hans, zh-Hant ... mean zh)")
+    return normalized
+
+
 class LangId(Stage):
     name = "langid"
     outputs = (pa.field("lang", pa.string()), pa.field("lang_score", pa.float32()),
@@ -168,12 +179,7 @@ class LangId(Stage):
             if self.languages != "all":
                 if not self.languages:
                     raise ValueError('languages: give at least one language, or "all"')
-                self.languages = [normalize_language(code) for code in self.languages]
-                for code in self.languages:  # a code the model never outputs would reject every document
-                    if code not in lid_languages():
-                        listed = " (a list is written [en, zh], or en,zh after --set)" if "," in code else ""
-                        raise ValueError(f"languages: {code!r} is not a language lid.176 knows{listed}; it knows "
-                                         f"{', '.join(sorted(lid_languages()))} (zh-Hans, zh-Hant ... mean zh)")
+                self.languages = known_languages(self.languages, "languages")
             if not 0.0 <= self.min_score <= 1.0:
                 raise ValueError("min_score: must be in [0, 1]")
             normalized = {}

@@ -74,6 +74,16 @@ def test_in_a_config_file_a_language_list_written_as_one_string_is_refused(tmp_p
         from_dict(raw, file="p.yaml", base_dir=str(tmp_path))
 
 
+def test_extract_language_precheck_refuses_a_language_that_can_never_match(tmp_path):
+    (tmp_path / "in.warc").write_bytes(b"")
+    raw = {"inputs": [{"source": "cc", "format": "warc", "paths": ["in.warc"]}],
+           "stages": [{"extract": {"only_languages": ["en", "english"]}}]}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.extract\.only_languages.*'english'.*lid\.176"):
+        from_dict(raw, file="p.yaml", base_dir=str(tmp_path))
+    raw["stages"] = [{"extract": {"only_languages": ["en", "zh-Hans"]}}]
+    assert from_dict(raw, file="p.yaml", base_dir=str(tmp_path)).stages[0].build().params.only_languages == ["en", "zh"]
+
+
 def test_run_settings_from_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
     monkeypatch.chdir(tmp_path)
