@@ -268,7 +268,8 @@ def export_run(run: str, output: str, *, step: int | None = None, dtype: str = "
     if step is None:
         step = max(checkpoints)
     if step not in checkpoints:
-        raise HFError(f"{run}/checkpoints: no checkpoint of step {step} (have: {', '.join(map(str, sorted(checkpoints)))})")
+        have = ", ".join(map(str, sorted(checkpoints)))
+        raise HFError(f"{run}/checkpoints: no checkpoint of step {step} (have: {have})")
     if os.path.exists(output) and os.listdir(output) and not overwrite:
         raise HFError(f"{output}: exists and is not empty (use --overwrite)")
     folder = checkpoints[step]

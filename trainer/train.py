@@ -440,8 +440,8 @@ def _train(config: TrainConfig, output: str, progress: bool) -> dict:
         if log is not None:
             log.close()
 
-    summary = {"step": max_steps, "tokens": max_steps * step_tokens, "loss": finite_or_none(loss_value), "val": last_val,
-               "seconds": round(time.time() - started, 2), "resumed_from": start_step}
+    summary = {"step": max_steps, "tokens": max_steps * step_tokens, "loss": finite_or_none(loss_value),
+               "val": last_val, "seconds": round(time.time() - started, 2), "resumed_from": start_step}
     if ranks.main:
         write_json(summary, os.path.join(output, "done.json"))
     return summary
