@@ -74,6 +74,10 @@ def main() -> None:
 @click.option("--input", "-i", "inputs", multiple=True,
               help="Input files, globs or directories (shortcut without a config); takes several: "
                    "`--input dumps/*.jsonl` unquoted works.")
+@click.option("--input-list", "input_list", metavar="URL_OR_PATH",
+              help="A file (or URL) listing inputs one a line, gzip or not: Common Crawl's warc.paths.gz.")
+@click.option("--input-base", default="https://data.commoncrawl.org/", show_default=True,
+              help="Prefix of the relative paths in --input-list (s3://commoncrawl/ reads CC from S3).")
 @click.option("--format", "-f", "fmt", help="Input format: warc wet arc html jsonl parquet txt code.")
 @click.option("--source", "-s", help="Source name for the input (default: the format).")
 @click.option("--stages", help="Comma-separated stages to run instead of the format's defaults, in order.")
@@ -83,7 +87,8 @@ def main() -> None:
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: an embedded local Ray).")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(args, output, inputs, fmt, source, stages, overrides, workers, address, overwrite, no_progress):
+def run(args, output, inputs, input_list, input_base, fmt, source, stages, overrides, workers, address, overwrite,
+        no_progress):
     """Run a pipeline from CONFIG_FILE, or the default pipeline on --input/--format.
 
     \b
@@ -106,6 +111,10 @@ def run(args, output, inputs, fmt, source, stages, overrides, workers, address, 
     from curate.runner import OutputLocked, Runner
 
     config_file = None
+    if input_list:
+        from curate.remote import read_input_list
+
+        inputs = (*inputs, *read_input_list(input_list, input_base))
     if inputs:  # the shell expanded `--input dumps/*.jsonl` into several words: the others land here
         if any(a.lower().endswith((".yaml", ".yml")) for a in args):
             raise click.UsageError("give either a config file or --input/--format, not both")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from curate.output_schema import check_stage_output
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import printable
+from curate.readers.fileio import is_local_dir, printable
 from curate.schema import REJECT_REASON, conform, doc_id, repair_utf8, split_invalid_utf8, text_bytes, with_reject
 from curate.shards import ShardWriter, remove_stale, write_table_atomic
 from curate.stage import GlobalStage, Stage, StageResult
@@ -191,7 +191,7 @@ def _batches(task: Task, plan: TaskPlan, reader: Reader | None, counter: StageCo
             ReadBatch(docs=pa.Table.from_batches([b]), records=b.num_rows)
             for b in source.iter_batches(batch_size=plan.batch_rows)
         )
-    elif os.path.isdir(task.path) and not reader.whole_directories:
+    elif is_local_dir(task.path) and not reader.whole_directories:
         iterator = _unlisted_folder(task.path)
     else:
         iterator = (_valid_utf8(b) for b in reader.read(task))

@@ -39,6 +39,7 @@ from curate.execute import TaskOutcome, TaskPlan, is_done, task_id_for
 from curate.output_schema import OutputSchemas, plan_output_schemas
 from curate.params import ConfigError
 from curate.readers import Reader, Task
+from curate.remote import describe as describe_remote, is_remote
 from curate.shards import write_json_atomic
 from curate.stage import GlobalStage
 
@@ -116,15 +117,19 @@ def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], l
         if spec.source in readers:
             raise ConfigError(f"source {spec.source!r} is used by two inputs", file=config.file, key=f"inputs[{i}].source")
         readers[spec.source] = reader
-        missing = [p for p in paths if not os.path.exists(p)]
+        missing = [p for p in paths if not is_remote(p) and not os.path.exists(p)]
         if not paths or missing:
             shown = missing[0] if missing else ", ".join(spec.paths)
             raise ConfigError(f"no input matches {shown}", file=config.file, key=f"inputs[{i}].paths")
+        try:  # also: a URL that is not there is an error now, before anything is written
+            remote = describe_remote([p for p in paths if is_remote(p)])
+        except ConfigError as err:
+            raise ConfigError(err.message, file=config.file, key=f"inputs[{i}].paths") from None
         for task in reader.tasks(paths, target):
             tasks.append(dataclasses.replace(task, index=len(tasks)))
         described.append({
             "source": spec.source, "format": spec.format,
-            "files": [{"path": p, **describe_file(p)} for p in paths],
+            "files": [{"path": p, **(remote[p] if p in remote else describe_file(p))} for p in paths],
         })
     return tasks, readers, described
 
@@ -198,6 +203,8 @@ def changed_inputs(previous: list[dict], current: list[dict]) -> tuple[list[str]
                 changed.append(f"{now['path']} (size {old.get('bytes')} -> {now.get('bytes')} bytes)")
             elif comparable and old_sample != new_sample:
                 changed.append(f"{now['path']} (content changed, same size)")
+            elif old.get("remote") and now.get("remote") and old["remote"] != now["remote"]:
+                changed.append(f"{now['path']} (another version: {old['remote']} -> {now['remote']})")
             elif "mtime_ns" in old and old["mtime_ns"] != now.get("mtime_ns"):
                 touched.append(now["path"])
     return changed, touched

@@ -118,9 +118,16 @@ def expand_paths(patterns: list[str], reader: type[Reader], *, base_dir: str = "
 
     A folder that cannot be listed (permissions) stays in the list as itself: its task fails to read
     it, so it is counted and reported as a read error like an unreadable file, never skipped unseen.
+    A URL (``s3://``, ``gs://``, ``hf://``, ``https://``) is expanded by its store (curate.remote).
     """
+    from curate.remote import expand, is_remote
+
     found: list[str] = []
+    remote: list[str] = []
     for pattern in patterns:
+        if is_remote(pattern):
+            remote += expand(pattern, reader.suffixes, reader.whole_directories)
+            continue
         pattern = os.path.expanduser(pattern)
         if not os.path.isabs(pattern):
             pattern = os.path.join(base_dir, pattern)
@@ -134,7 +141,7 @@ def expand_paths(patterns: list[str], reader: type[Reader], *, base_dir: str = "
                             found.append(os.path.join(root, name))
             else:
                 found.append(match)
-    return list(dict.fromkeys(os.path.abspath(p) for p in found))
+    return list(dict.fromkeys([*(os.path.abspath(p) for p in found), *remote]))
 
 
 def rows_to_table(rows: dict[str, list], schema: pa.Schema | None = None) -> pa.Table:

@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.books import decode_bytes
-from curate.readers.fileio import printable
+from curate.readers.fileio import input_size, is_local_dir, open_raw, printable
+from curate.remote import is_remote
 from curate.schema import CORE_FIELDS, doc_id
 
 #: File extension (lower case) -> language.
@@ -307,7 +308,7 @@ class CodeReader(Reader):
         path = task.path
         lower = path.lower()
         try:
-            if os.path.isdir(path):
+            if is_local_dir(path):
                 for entry in self._walk(path, batch):
                     batch.consider(*entry)
                     yield from batch.flush_if_full()
@@ -315,9 +316,9 @@ class CodeReader(Reader):
                 yield from self._read_zip(path, batch)
             elif lower.endswith(ARCHIVE_SUFFIXES):
                 yield from self._read_tar(path, batch)
-            elif os.path.isfile(path):  # a single source file: a one-file repo
+            elif is_remote(path) or os.path.isfile(path):  # a single source file: a one-file repo
                 batch.repo = os.path.basename(os.path.dirname(path))
-                batch.consider(os.path.basename(path), os.path.getsize(path), lambda: _read_file(path, self.options))
+                batch.consider(os.path.basename(path), input_size(path), lambda: _read_file(path, self.options))
             else:
                 batch.reject(os.path.basename(path), "not-found")
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
@@ -362,7 +363,7 @@ class CodeReader(Reader):
 
     def _read_tar(self, path: str, batch: "_Batch") -> Iterator[ReadBatch]:
         batch.repo = _archive_stem(path)
-        with tarfile.open(path, mode="r|*") as archive:  # streaming: no seeks, members read in order
+        with open_raw(path) as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:  # streaming: no seeks, members read in order
             for member in archive:
                 if member.isdir():
                     continue
@@ -379,7 +380,7 @@ class CodeReader(Reader):
 
     def _read_zip(self, path: str, batch: "_Batch") -> Iterator[ReadBatch]:
         batch.repo = _archive_stem(path)
-        with zipfile.ZipFile(path) as archive:
+        with open_raw(path) as raw, zipfile.ZipFile(raw) as archive:
             for info in archive.infolist():
                 if info.is_dir():
                     continue
@@ -506,7 +507,7 @@ def _with_signals(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def _read_file(path: str, options: CodeOptions) -> bytes | None:
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         return _read_capped(f, options)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import gzip
+import os
 import re
 import zlib
 from typing import BinaryIO
@@ -16,11 +17,37 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def open_binary(path: str) -> BinaryIO:
-    """Open ``path`` for reading bytes, decompressing ``.gz`` transparently."""
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+def open_raw(path: str) -> BinaryIO:
+    """Open a local path or a URL (``s3://``, ``gs://``, ``hf://``, ``https://``: curate.remote) for
+    reading bytes: remote files stream by range requests, a network error is retried from the same byte."""
+    from curate.remote import is_remote, open_remote
+
+    if is_remote(path):
+        return open_remote(path)  # type: ignore[return-value]
     return open(path, "rb")
+
+
+def input_size(path: str) -> int:
+    """Bytes in a local or remote input file."""
+    from curate.remote import is_remote, size
+
+    return size(path) if is_remote(path) else os.path.getsize(path)
+
+
+def is_local_dir(path: str) -> bool:
+    """A local folder (remote inputs are expanded to their files when planned)."""
+    from curate.remote import is_remote
+
+    return not is_remote(path) and os.path.isdir(path)
+
+
+def open_binary(path: str) -> BinaryIO:
+    """Open ``path`` (local or a URL) for reading bytes, decompressing ``.gz`` transparently."""
+    if path.endswith(".gz"):
+        stream = gzip.GzipFile(fileobj=open_raw(path), mode="rb")
+        stream.myfileobj = stream.fileobj  # closed with the gzip stream, as gzip.open does with a name
+        return stream  # type: ignore[return-value]
+    return open_raw(path)
 
 
 class TooLarge(ValueError):
@@ -326,7 +353,7 @@ class LenientGzip:
 
 def open_lenient(path: str):
     """Like ``open_binary`` (gzip by suffix or by magic bytes), but never raises on corrupt gzip data."""
-    raw = open(path, "rb")
+    raw = open_raw(path)
     if raw.read(2) == b"\x1f\x8b" or path.endswith(".gz"):
         raw.seek(0)
         return LenientGzip(raw)

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import open_lenient, printable
+from curate.readers.fileio import input_size, open_lenient, open_raw, printable
+from curate.remote import is_remote
 from curate.schema import doc_id, invalid_utf8
 
 BLOCK_BYTES = 8 << 20
@@ -51,7 +52,7 @@ class JsonlReader(Reader):
     def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
         tasks = []
         for path in paths:
-            size = os.path.getsize(path) if os.path.isfile(path) else 0
+            size = input_size(path) if is_remote(path) or os.path.isfile(path) else 0
             if path.endswith(".gz") or size <= target_bytes * 1.5:
                 tasks.append(Task(self.source, self.format, path))
                 continue
@@ -212,7 +213,7 @@ def _line_blocks(task: Task) -> Iterator[tuple[list[int], list[bytes]]]:
 
 
 def _plain_chunks(task: Task) -> Iterator[bytes]:
-    with open(task.path, "rb") as f:
+    with open_raw(task.path) as f:
         if task.start > 0:
             f.seek(task.start - 1)  # from the byte before: a newline there means our first line is whole
         while True:

@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import printable
+from curate.readers.fileio import open_raw, printable
+from curate.remote import is_remote
 from curate.schema import doc_id
 
 
@@ -38,7 +39,7 @@ class ParquetReader(Reader):
         types: dict[str, tuple[pa.DataType, str]] = {}
         for path in paths:
             try:
-                schema = pq.read_schema(path)
+                schema = pq.read_schema(_source(path))
             except Exception:  # noqa: BLE001 - unreadable: its task reports the error
                 continue
             for name in self.options.keep_fields:
@@ -55,7 +56,7 @@ class ParquetReader(Reader):
         tasks = []
         for path in paths:
             try:
-                meta = pq.ParquetFile(path).metadata
+                meta = pq.ParquetFile(_source(path)).metadata
             except Exception:  # unreadable: one task, whose read reports the error
                 tasks.append(Task(self.source, self.format, path))
                 continue
@@ -70,7 +71,7 @@ class ParquetReader(Reader):
 
     def read(self, task: Task) -> Iterator[ReadBatch]:
         opts = self.options
-        parquet = pq.ParquetFile(task.path)
+        parquet = pq.ParquetFile(_source(task.path))
         names = parquet.schema_arrow.names
         if opts.text_field not in names:
             raise ValueError(f"{task.path}: no column {opts.text_field!r} (columns: {', '.join(names)}); set text_field")
@@ -107,6 +108,11 @@ class ParquetReader(Reader):
                 docs = docs.filter(pc.invert(missing))
             row += n
             yield ReadBatch(docs=docs, rejects=rejects, records=n)
+
+
+def _source(path: str):
+    """What pyarrow opens: a local path as it is (its own reader), a URL as a retrying ranged file."""
+    return open_raw(path) if is_remote(path) else path
 
 
 def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:

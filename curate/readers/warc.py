@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import (BadEncoding, TooLarge, dechunk, decode_html, header_charset, inflate,
-                                   looks_like_html, open_lenient, LenientGzip, printable)
+                                   looks_like_html, open_lenient, open_raw, input_size, LenientGzip,
+                                   printable)
 from curate.schema import CORE_FIELDS, doc_id
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml"})
@@ -306,7 +307,7 @@ def warc_records(path: str, max_bytes: int, skipped: Counter) -> Iterator[_Recor
 
 def _per_record_gzip(path: str) -> bool:
     """Each record its own gzip member (the first member holds a single record)."""
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         head = f.read(1 << 16)
     if not head.startswith(b"\x1f\x8b"):
         return False
@@ -329,12 +330,12 @@ def _fastwarc_records(path: str, max_bytes: int, skipped: Counter) -> Iterator[_
     """
     from fastwarc.warc import ArchiveIterator
 
-    size = os.path.getsize(path)
+    size = input_size(path)
     seen: set[str] = set()
     damaged = False
     pending: _Record | None = None
     pending_size = 0  # bytes the pending record takes uncompressed: what its gzip trailer must say
-    with open(path, "rb") as raw, open(path, "rb") as check:
+    with open_raw(path) as raw, open_raw(path) as check:
         try:
             for rec in ArchiveIterator(raw, parse_http=False, quirks_mode=True):
                 if pending is not None:
