@@ -55,6 +55,18 @@ class CurateGroup(click.Group):
             sys.exit(EXIT_FAILED)
 
 
+class OutputPath(click.Path):
+    """An existing output folder, or a URL of one in an object store (``s3://bucket/run/``: curate.remote)."""
+
+    def __init__(self):
+        super().__init__(exists=True, file_okay=False)
+
+    def convert(self, value, param, ctx):
+        from curate.remote import is_remote
+
+        return value if is_remote(str(value)) else super().convert(value, param, ctx)
+
+
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="curate")
 def main() -> None:
@@ -259,7 +271,7 @@ def report_renamed_ids(renamed: int) -> None:
 
 
 @main.command(name="stats")
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=OutputPath())
 @click.option("--db", "database", type=click.Path(dir_okay=False), help="Also write a DuckDB file with the views.")
 @click.option("--by-lang", is_flag=True, help="Also show kept and rejected documents per source and language.")
 def stats_command(output, database, by_lang):
@@ -283,7 +295,7 @@ def stats_command(output, database, by_lang):
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=OutputPath())
 @click.argument("query")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 def sql(output, query, as_csv):

@@ -301,6 +301,24 @@ def open_remote(path: str) -> RetryingFile:
     return RetryingFile(path)
 
 
+def exists(path: str) -> bool:
+    fs = filesystem(path)
+    try:
+        return bool(_retrying(path, lambda: fs.exists(path)))
+    except Exception as err:  # noqa: BLE001
+        raise _plan_error(path, err) from None
+
+
+def glob(pattern: str) -> list[str]:
+    """The files matching ``pattern``, with their scheme."""
+    fs = filesystem(pattern)
+    try:
+        found = _retrying(pattern, lambda: fs.glob(pattern))
+    except Exception as err:  # noqa: BLE001
+        raise _plan_error(pattern, err) from None
+    return [_unstrip(pattern.partition("://")[0], p) for p in sorted(found)]
+
+
 def size(path: str) -> int:
     fs = filesystem(path)
     return int(_retrying(path, lambda: fs.size(path)) or 0)

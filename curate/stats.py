@@ -16,6 +16,7 @@ import duckdb
 
 from curate.execute import STATS_SCHEMA
 from curate.params import ConfigError
+from curate.remote import exists as remote_exists, filesystem, glob as remote_glob, is_remote
 
 VIEWS = ("docs", "rejects", "stats")
 
@@ -48,7 +49,14 @@ class NotAnOutput(ConfigError):
 
 
 def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
-    """The view over ``output/name/*.parquet``: absolute, or relative to the folder ``relative_to``."""
+    """The view over ``output/name/*.parquet``: absolute, or relative to the folder ``relative_to``;
+    an output in an object store (``s3://...``) is read there (``connect`` registers its filesystem)."""
+    if is_remote(output):
+        pattern = output.rstrip("/") + f"/{name}/*.parquet"
+        if not remote_glob(pattern):
+            return _empty_select(name)
+        escaped = pattern.replace("'", "''")
+        return f"SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
     pattern = os.path.join(os.path.abspath(output), name, "*.parquet")
     if not glob.glob(pattern):
         return _empty_select(name)
@@ -59,6 +67,10 @@ def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
 
 
 def check_output(output: str) -> None:
+    if is_remote(output):
+        if not remote_exists(output.rstrip("/") + "/manifest.json"):
+            raise NotAnOutput("not a curate output (no manifest.json there)", file=output)
+        return
     if not os.path.isdir(output) or not os.path.exists(os.path.join(output, "manifest.json")):
         raise NotAnOutput("not a curate output directory (no manifest.json)", file=output)
 
@@ -67,6 +79,10 @@ def connect(output: str, database: str = ":memory:", *, relative: bool = False) 
     """A DuckDB connection with the run's views defined (``relative``: paths relative to the database file)."""
     check_output(output)
     con = duckdb.connect(database)
+    if is_remote(output):
+        # DuckDB's own httpfs extension is downloaded at run time (impossible offline, and one more thing
+        # for every node to fetch); the store's fsspec client, with the user's credentials, reads instead
+        con.register_filesystem(filesystem(output))
     base = os.path.dirname(os.path.abspath(database)) if relative else None
     if base is not None:  # views are checked when created: resolve their relative paths as a reader will
         con.execute("SET file_search_path = ?", [base])
@@ -137,6 +153,10 @@ def write_database(output: str, database: str) -> None:
     opened from its own folder (``cd OUT && duckdb run.duckdb``). A database elsewhere, or after a move
     that separated the two, is refreshed by running ``curate stats OUT --db FILE`` again.
     """
+    if is_remote(output):
+        raise ConfigError("--db needs a local output folder: the views of an object-store output read through "
+                          "curate's registered filesystem, which a plain duckdb shell does not have; query it with "
+                          "curate sql, or copy the output down first", file=output)
     check_output(output)
     folder = os.path.dirname(os.path.abspath(database))
     if not os.path.isdir(folder):

@@ -140,3 +140,30 @@ def test_bad_remote_inputs_are_one_line_errors(servers, tmp_path, case):
     assert expected[1] in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 3  # one message (rich wraps long lines)
     assert not (tmp_path / "out").exists()  # nothing written that a rerun could trust
+
+
+def test_stats_and_sql_read_an_output_in_s3(servers, tmp_path):
+    """`curate stats` and `curate sql` on s3://bucket/run/ read the Parquet there (DuckDB reading through
+    s3fs: its httpfs extension is downloaded at run time, which cannot happen offline) and equal the local
+    answers; a prefix without a manifest is refused in one line."""
+    root, http, s3 = servers
+    env = _env(s3)
+    local = _run(["--input", str(root / "whirlwind.warc.gz"), "--format", "warc", "--stages", "extract,length",
+                  "-o", "out"], tmp_path, env)
+    assert local.returncode == 0, local.stderr
+    client = s3.client()
+    client.create_bucket(Bucket="runs")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "runs", f"r1/{path.relative_to(tmp_path / 'out')}")
+    query = "SELECT source, count(*), sum(length(text)) FROM docs GROUP BY source"
+    answers = [subprocess.run([*CURATE, "sql", where, query, "--csv"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120) for where in ("out", "s3://runs/r1/")]
+    assert all(a.returncode == 0 for a in answers), answers[1].stderr
+    assert answers[0].stdout == answers[1].stdout and "warc," in answers[1].stdout
+    funnel = subprocess.run([*CURATE, "stats", "s3://runs/r1"], cwd=tmp_path, env={**env, "COLUMNS": "200"},
+                            capture_output=True, text=True, timeout=120)
+    assert funnel.returncode == 0 and "extract" in funnel.stdout, funnel.stderr
+    missing = subprocess.run([*CURATE, "sql", "s3://runs/nothing/", query], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no manifest.json" in missing.stderr and "Traceback" not in missing.stderr
