@@ -241,16 +241,19 @@ def _synthetic_mixture(root: Path) -> str:
     return str(root / "mix")
 
 
-@pytest.mark.parametrize("case", ["one-mixture", "unknown-eval", "no-eval", "tokenizers", "budget-built",
+@pytest.mark.parametrize("case", ["one-mixture", "unknown-eval", "no-eval", "tokenizers", "eval-tokenizer",
+                                  "budget-built",
                                   "budget-epochs", "budget-file", "not-whole-steps", "seed-set", "bad-name"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(setup, tmp_path, case):
     a, b = f"a={setup['a']}", f"b={setup['b']}"
     heldout = ["--eval", setup["heldout"]]
+    other = _synthetic_mixture(tmp_path / "other") if case in ("tokenizers", "eval-tokenizer") else ""
     args, message = {
         "one-mixture": ([a, *heldout], "two or more mixtures, got 1"),
         "unknown-eval": ([a, b, "--eval", str(tmp_path / "nope.jsonl")], "nope.jsonl: no such file or directory"),
         "no-eval": ([a, b], "at least one held-out evaluation set"),
-        "tokenizers": ([a, f"other={_synthetic_mixture(tmp_path)}", *heldout], "not comparable"),
+        "tokenizers": ([a, f"other={other}", *heldout], "not comparable"),
+        "eval-tokenizer": ([a, b, "--eval", str(tmp_path / "other" / "tokens")], "not the mixtures' tokenizer"),
         "budget-built": ([a, b, *heldout, "--tokens", "40960"], "rebuild it with tokens: 40960"),
         "budget-epochs": ([a, b, *heldout, "--tokens", "10240000"], "under its max_epochs"),
         "budget-file": ([a, f"b={setup['root'] / 'b.yaml'}", *heldout, "--tokens", "10240000"], "max_epochs"),
