@@ -49,7 +49,8 @@ TRAIN_BOOKS = ["pg1342-0.txt", "pg1661-8.txt", "pg972.txt", "pg9198-8.txt"]
 HELDOUT_BOOKS = ["pg11-0.txt", "pg84-0.txt"]
 CHAPTER = re.compile(r"^(?:CHAPTER [IVXLC]+\.?.*|Chapter \d+|Letter \d+)\s*$", re.MULTILINE)
 #: The recipe both mixtures follow: component, sources, weight.
-COMPONENTS = [("web", ["web-warc", "web-arc", "web-wet"], 0.4), ("books-en", ["books"], 0.3), ("zh", ["zh-books", "zh-wiki"], 0.3)]
+COMPONENTS = [("web", ["web-warc", "web-arc", "web-wet"], 0.4), ("books-en", ["books"], 0.3),
+              ("zh", ["zh-books", "zh-wiki"], 0.3)]
 WEB_FORMATS = {"warc": ["*.warc.gz", "*.warc"], "arc": ["*.arc", "*.arc.gz"], "wet": ["*.wet", "*.wet.gz"]}
 
 
@@ -108,7 +109,8 @@ def prepare_inputs(work: Path, chapter_chars: int, n_passages: int) -> dict:
            for fmt, patterns in WEB_FORMATS.items()}
     return {"web": web, "books": str(inputs / "books"), "zh-books": str(inputs / "zh-books"),
             "zh-wiki": str(inputs / "zh-wiki.jsonl"), "heldout_books": str(heldout / "books-en.jsonl"),
-            "heldout_wiki": str(heldout / "wiki-zh.jsonl"), "chapters": len(books), "passages": min(n_passages, len(held)),
+            "heldout_wiki": str(heldout / "wiki-zh.jsonl"), "chapters": len(books),
+            "passages": min(n_passages, len(held)),
             "train_passages": len(train)}
 
 
@@ -210,12 +212,13 @@ def report(body: dict, seconds: dict) -> str:
              f"seeds {body['seeds']}; baseline: raw, measured in the same run"]
     for e in body["eval_sets"]:
         raw, cur = summary[(e["name"], "raw")], summary[(e["name"], "curated")]
-        seeds = ", ".join(f"{per_seed[(e['name'], 'curated', k)]['loss'] - per_seed[(e['name'], 'raw', k)]['loss']:+.4f}"
-                          for k in body["seeds"])
-        lines.append(f"{e['name']:<12} raw {raw['loss']:.4f} (sd {raw['loss_std'] or 0:.4f}, {raw['bits_per_byte']:.4f} "
-                     f"bits/byte)  curated {cur['loss']:.4f} (sd {cur['loss_std'] or 0:.4f}, "
-                     f"{cur['bits_per_byte']:.4f} bits/byte)  ratio curated/raw {cur['loss'] / raw['loss']:.4f}  "
-                     f"delta per seed {seeds}")
+        deltas = [per_seed[(e["name"], "curated", k)]["loss"] - per_seed[(e["name"], "raw", k)]["loss"]
+                  for k in body["seeds"]]
+        seeds = ", ".join(f"{d:+.4f}" for d in deltas)
+        lines.append(f"{e['name']:<12} raw {raw['loss']:.4f} (sd {raw['loss_std'] or 0:.4f}, "
+                     f"{raw['bits_per_byte']:.4f} bits/byte)  curated {cur['loss']:.4f} "
+                     f"(sd {cur['loss_std'] or 0:.4f}, {cur['bits_per_byte']:.4f} bits/byte)  "
+                     f"ratio curated/raw {cur['loss'] / raw['loss']:.4f}  delta per seed {seeds}")
         lines.append(f"{'':<12} {cur['verdict']}")
     lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     return "\n".join(lines)

@@ -215,7 +215,8 @@ def _budget(params: AblateParams, config: TrainConfig, mixtures: list[Mixture]) 
         have = int(m.meta["train_samples"])
         if have >= needed:
             continue
-        caps = sum(math.floor(c["max_epochs"] * c["tokens_available"] / m.meta["seq_len"]) for c in m.meta["components"])
+        caps = sum(math.floor(c["max_epochs"] * c["tokens_available"] / m.meta["seq_len"])
+                   for c in m.meta["components"])
         where = os.path.join(m.path, "mixture.json")
         if caps < needed:
             raise ConfigError(f"{params.tokens:,} tokens ({needed:,} samples of {seq_len}) are more than mixture "
@@ -251,7 +252,7 @@ def plan_ablation(mixture_specs: list[str], eval_specs: list[str], params: Ablat
         raise ConfigError("give at least one held-out evaluation set (--eval PATH: a token folder, or JSONL/txt "
                           "text) that none of the mixtures trains on", key="--eval")
     sha = first.meta["tokenizer_sha256"]
-    pieces = Pieces(first.meta["tokenizer"], sha, os.path.join(first.config_file or first.path, "mixture.json"))
+    pieces = Pieces(first.meta["tokenizer"], sha, first.config_file or os.path.join(first.path, "mixture.json"))
     eos_id = int(first.meta["eos_id"])
     eval_sets: list[EvalSet] = []
     for spec in eval_specs:
@@ -311,7 +312,8 @@ class _Lock:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
-            raise AblateError(f"{os.path.dirname(self.path)}: another curate ablate is working in this folder") from None
+            raise AblateError(f"{os.path.dirname(self.path)}: another curate ablate is working in this "
+                              "folder") from None
         return self
 
     def __exit__(self, *exc):
@@ -431,7 +433,10 @@ def score_run(plan: Plan, run: Run, device) -> dict[str, np.ndarray]:
         missing.append((e, key, path))
     if not missing:
         return out
-    model, seq_len, _ = load_model(folder, device)
+    try:
+        model, seq_len, _ = load_model(folder, device)
+    except EvalError as err:
+        raise AblateError(str(err)) from None
     threads = torch.get_num_threads()
     if plan.config.threads:
         torch.set_num_threads(plan.config.threads)
@@ -534,8 +539,9 @@ def run_ablation(plan: Plan, *, nproc: int = 1, progress: bool = True, echo=prin
                               "seed": run.seed, "train_loss": summary.get("loss"), "val": summary.get("val"),
                               "train_seconds": summary.get("seconds"), "eval_seconds": round(time.time() - t1, 2),
                               "already_complete": bool(summary.get("already_complete"))}
-            echo(f"      {'already trained' if summary.get('already_complete') else 'trained'}"
-                 f" (train loss {summary.get('loss', float('nan')):.4f}, {t1 - t0:.0f}s), scored in {time.time() - t1:.1f}s")
+            trained = "already trained" if summary.get("already_complete") else "trained"
+            echo(f"      {trained} (train loss {summary.get('loss', float('nan')):.4f}, {t1 - t0:.0f}s), "
+                 f"scored in {time.time() - t1:.1f}s")
         rows = results(plan, nats)
         return write_results(plan, rows, runs, overlap, notes, time.time() - started)
 

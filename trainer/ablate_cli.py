@@ -35,7 +35,8 @@ def print_results(body: dict, console=None) -> None:
                              overflow="fold")
         for r in rows:
             ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-            table.add_row(Text(r["mixture"]), f"{r['loss']:.4f}", "" if r["loss_std"] is None else f"{r['loss_std']:.4f}",
+            table.add_row(Text(r["mixture"]), f"{r['loss']:.4f}",
+                          "" if r["loss_std"] is None else f"{r['loss_std']:.4f}",
                           "" if r["bits_per_byte"] is None else f"{r['bits_per_byte']:.4f}",
                           "" if r["mixture"] == body["baseline"] else f"{r['delta_vs_first']:+.4f}", ci,
                           Text(r["verdict"] or ""))

@@ -173,7 +173,8 @@ def _token_folder(name: str, root: str, source_dir: str | None, pieces: Pieces, 
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"not a readable token folder ({err})", file=meta_path, key=option) from None
     if meta.get("tokenizer_sha256") != tokenizer_sha256:
-        raise ConfigError(f"tokenized with {meta.get('tokenizer')} (sha256 {str(meta.get('tokenizer_sha256'))[:12]}…), "
+        theirs = str(meta.get("tokenizer_sha256"))[:12]
+        raise ConfigError(f"tokenized with {meta.get('tokenizer')} (sha256 {theirs}…), "
                           f"not the mixtures' tokenizer {pieces.path} (sha256 {tokenizer_sha256[:12]}…): losses over "
                           "other token ids are not comparable; tokenize the text with the mixtures' tokenizer",
                           file=meta_path, key="tokenizer_sha256")
