@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from curate.params import ConfigError, build_params, coerce
+from curate.params import ConfigError, build_params, coerce, read_yaml_file
 from curate.readers import Reader, reader_class
 from curate.stage import GlobalStage, Stage, stage_class
 
@@ -239,21 +239,7 @@ def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> Pipe
 
 def load_config(path: str, run_overrides: list[str] = ()) -> PipelineConfig:
     """The pipeline file at ``path``; ``run_overrides`` (``run.task_mb=8`` ...) replace its run settings."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise ConfigError("is a folder, not a pipeline file", file=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text: is this a pipeline file?", file=path) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read it: {err.strerror}", file=path) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", file=path, key=where) from None
+    raw = read_yaml_file(path, "pipeline file")
     if run_overrides and isinstance(raw, dict):
         run = dict(raw.get("run") or {}) if isinstance(raw.get("run") or {}, dict) else raw.get("run")
         if isinstance(run, dict):

@@ -127,3 +127,28 @@ def parse_scalar(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def read_yaml_file(path: str, what: str) -> Any:
+    """The YAML document in ``path``; any way it cannot be read is a ``ConfigError`` naming the file.
+
+    ``what`` names the kind of file in the messages ("pipeline file", "mixture file" ...), so a user who
+    passed a folder or a binary file is told what was expected there.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError(f"is a folder, not a {what}", file=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"not UTF-8 text: is this a {what}?", file=path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read it: {err.strerror}", file=path) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", file=path, key=where) from None

@@ -31,9 +31,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
 
-from curate.params import ConfigError, build_params, coerce
+from curate.params import ConfigError, build_params, coerce, read_yaml_file
 
 #: Columns every token folder's ``docs.parquet`` has; anything else in ``where`` comes from the curated run.
 DOC_FIELDS = ("lang", "tokens")
@@ -272,15 +271,5 @@ def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> Mixt
 
 
 def load_config(path: str) -> MixtureConfig:
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a mixture file", file=path) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", file=path, key=where) from None
+    raw = read_yaml_file(path, "mixture file")
     return from_dict(raw, file=path, base_dir=os.path.dirname(os.path.abspath(path)))

@@ -21,9 +21,8 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import yaml
 
-from curate.params import ConfigError, build_params, parse_scalar
+from curate.params import ConfigError, build_params, parse_scalar, read_yaml_file
 
 #: Model shapes. 1b is TinyLlama's; 125m and 350m are GPT-3's small widths and depths with LLaMA's blocks.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -203,13 +202,7 @@ def load_train_config(path: str | None, overrides: list[str] = (), *, extra: dic
     """Read ``path`` (YAML), apply ``--set key=value`` overrides and ``extra`` keys, validate."""
     raw: dict = {}
     if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = yaml.safe_load(f) or {}
-        except OSError as err:
-            raise ConfigError(f"cannot read ({err.strerror})", file=path) from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML ({err})", file=path) from None
+        raw = read_yaml_file(path, "training config") or {}
         if not isinstance(raw, dict):
             raise ConfigError("expected a mapping of keys to values", file=path)
     from_command_line = set()
