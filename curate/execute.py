@@ -97,6 +97,7 @@ class TaskOutcome:
     bytes_out: int
     seconds: float
     shards: list[str]
+    node: str = ""  # the Ray node that ran it (set by curate.pool): where a cluster's work went
 
 
 def stats_path(plan: TaskPlan, task_id: str) -> str:

@@ -160,7 +160,9 @@ class _Worker:
                 self.current = {task_id: (docs, records, doing)}
 
         try:
-            return run_task(task, plan, reader, progress=report)
+            outcome = run_task(task, plan, reader, progress=report)
+            outcome.node = _node_id()
+            return outcome
         finally:
             with self.lock:
                 self.current = {}
@@ -253,9 +255,15 @@ class WorkerPool:
                         outcome = ray.get(ref)
                     except (RayActorError, WorkerCrashedError, RayTaskError) as err:
                         dead = not isinstance(err, RayTaskError)
-                        if dead:  # the worker process died (OOM, segfault): replace it
+                        if not dead:
+                            idle.append(actor)
+                        elif _cpus_alive() > len(idle) + len(inflight) or not (idle or inflight):
+                            # the worker process died (OOM, segfault): replace it. When its whole node
+                            # went, the pool shrinks instead: a replacement would wait forever for a CPU
+                            # the other actors hold, and the task goes to a live actor elsewhere.
                             actor = remote_worker.remote(plan_ref, readers_ref, cwd)
-                        idle.append(actor)
+                            actors.append(actor)
+                            idle.append(actor)
                         attempts[task.index] = attempts.get(task.index, 0) + 1
                         if attempts[task.index] <= max_retries:
                             pending.append(task)
@@ -289,6 +297,22 @@ class WorkerPool:
                 bar = bars.get(refs[probe])
                 if bar is not None:
                     progress.update(bar, completed=records, info=f"{records:,} read, {docs:,} kept; {doing}")
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _cpus_alive() -> int:
+    """CPUs of the nodes alive now (a node that died is dropped from the cluster's resources)."""
+    import ray
+
+    try:
+        return int(ray.cluster_resources().get("CPU", 0))
+    except Exception:  # noqa: BLE001 - the GCS busy with the failure: be conservative, shrink
+        return 0
 
 
 def _short_error(err: Exception) -> str:

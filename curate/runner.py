@@ -515,7 +515,7 @@ class Runner:
         self.manifest.setdefault("tasks", {})[outcome.task_id] = {
             "segment": outcome.segment, "source": outcome.source, "path": task.path,
             "range": [task.start, task.end], "docs": outcome.docs, "rejects": outcome.rejects,
-            "seconds": round(outcome.seconds, 3),
+            "seconds": round(outcome.seconds, 3), "node": outcome.node,
         }
         now = time.monotonic()
         if now - self._manifest_written > 2.0:

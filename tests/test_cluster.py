@@ -77,3 +77,77 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
         assert "Traceback" not in refused.stderr
     finally:
         _stop_session(session_dir)
+
+
+def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_data):
+    """A head and a worker node started with `ray start` (token auth), inputs served over HTTP and S3 (moto's
+    server): tasks run on both nodes and the output equals a run without a cluster.
+
+    Not yet here (docs/cluster.md): the output folder is local to this machine, so both nodes see it
+    (writing the output to an object store, no shared disk at all, is not done), and killing the worker
+    node mid-run (its raylet) left the driver waiting in a first try: not yet understood, so not tested.
+    """
+    import duckdb
+    import pytest
+
+    from curate.tests.remote_servers import HttpServer, MotoServer
+
+    pytest.importorskip("s3fs")
+    served = tmp_path / "served"
+    served.mkdir()
+    sample = (shared_data / "warc" / "dolma" / "sample-0000.warc.gz").read_bytes()
+    names = [f"part-{i:02d}.warc.gz" for i in range(8)]
+    for name in names:  # 8 tasks of 10 concatenated copies (per-record gzip: still one valid WARC each)
+        (served / name).write_bytes(sample * 10)
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = str(20000 + (os.getpid() + 7) % 20000)
+    token_path = tmp_path / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    with HttpServer(served) as http, MotoServer() as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="crawl-data")
+        for name in names[4:]:
+            client.upload_file(str(served / name), "crawl-data", f"cc/{name}")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN") and not k.startswith("AWS_")}
+        env.update(s3.env(), RAY_AUTH_TOKEN_PATH=str(token_path), RAY_AUTH_MODE="token")
+        inputs = [f"{http.url}/{name}" for name in names[:4]] + ["s3://crawl-data/cc/*.warc.gz"]
+        args = ["--format", "warc", "--stages", "extract,length", "--no-progress"]
+        # the worker node gets its own loopback address, as a second machine has its own
+        head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port,
+                               "--node-ip-address", "127.0.0.1",
+                               "--include-dashboard=false", "--disable-usage-stats"],
+                              capture_output=True, text=True, timeout=180, env=env)
+        assert head.returncode == 0, head.stderr
+        session_dir = _session_of(port)
+        try:
+            address = f"127.0.0.1:{port}"
+            worker = subprocess.run([ray_cli, "start", "--address", address, "--num-cpus", "2",
+                                     "--node-ip-address", "127.0.0.2",
+                                     "--disable-usage-stats"],
+                                    capture_output=True, text=True, timeout=180, env=env)
+            assert worker.returncode == 0, worker.stderr
+            run = subprocess.Popen([*CURATE, "run", "--input", *inputs, *args, "--address", address, "-o", "out"],
+                                   cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            manifest = tmp_path / "out" / "manifest.json"
+            out, err = run.communicate(timeout=300)
+            assert run.returncode == 0, err
+            nodes = {t.get("node") for t in json.loads(manifest.read_text())["tasks"].values()}
+            assert len(nodes) == 2, f"tasks did not run on two nodes: {nodes}"
+        finally:
+            if "run" in locals() and run.poll() is None:
+                run.kill()
+                run.wait()
+            _stop_session(session_dir)
+        done = json.loads(manifest.read_text())
+        assert done["complete"] and len(done["tasks"]) == 8
+        local = subprocess.run([*CURATE, "run", "--input", *(str(served / n) for n in names), *args, "-o", "local"],
+                               cwd=tmp_path, env={k: v for k, v in env.items() if not k.startswith("RAY_AUTH")},
+                               capture_output=True, text=True, timeout=300)
+        assert local.returncode == 0, local.stderr
+
+    def docs(out):
+        return duckdb.connect().execute(f"SELECT url, text FROM read_parquet('{tmp_path / out}/docs/*.parquet') "
+                                        "ORDER BY url, text").fetchall()
+
+    assert docs("out") == docs("local") != []
