@@ -97,6 +97,7 @@ def run_command(config_file, mixture, output, overrides, nproc, peak_tflops, no_
 
     try:
         summary = run_training(config, output, progress=not no_progress)
+        _finish_together()
     except ConfigError as err:
         _fail(str(err), 2)
     except TrainError as err:
@@ -127,6 +128,22 @@ def _launch_torchrun(nproc, config_file, mixture, output, overrides, peak_tflops
     # PYTHONSAFEPATH: the working directory stays off sys.path, so a checkout's curate/ folder never shadows
     # the installed package in the ranks
     return subprocess.call(args, env={**os.environ, "PYTHONSAFEPATH": "1"})
+
+
+def _finish_together() -> None:
+    """Wait for every rank before tearing the process group down.
+
+    A rank that destroys its group (and exits) while another still has collectives in flight can leave
+    gloo's worker threads holding work at interpreter exit, which aborts the process (SIGABRT,
+    "terminate called without an active exception"; seen once under load with FSDP2 on CPU).
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()  # the finished run's modules and their pending work objects go before the group does
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def _shutdown_process_group() -> None:
