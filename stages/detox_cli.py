@@ -7,7 +7,7 @@ import time
 
 import click
 
-from curate.stages.quality_cli import check_output, print_training, training_options
+from curate.stages.quality_cli import build_train_options, check_output, print_training, training_options
 
 
 @click.group(name="detox")
@@ -25,17 +25,11 @@ def detox() -> None:
 def train(input_path: str, output: str, text_column: str, label_column: str, size: str, balance: str,
           test_fraction: float, epoch: int, word_ngrams: int, seed: int) -> None:
     """Train a toxicity classifier; prints held-out precision, recall and F1."""
-    from curate.classifier import TrainOptions
-    from curate.params import ConfigError, build_params
     from curate.stages.detox import train_toxicity_model
 
     check_output(output)
-    try:
-        options = build_params(TrainOptions, {"size": size, "balance": balance, "test_fraction": test_fraction,
-                                              "epoch": epoch, "word_ngrams": word_ngrams, "seed": seed},
-                               where="detox train")
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    options = build_train_options("detox train", size=size, balance=balance, test_fraction=test_fraction,
+                                  epoch=epoch, word_ngrams=word_ngrams, seed=seed)
     start = time.perf_counter()
     try:
         report = train_toxicity_model(input_path, output, options, text_column=text_column, label_column=label_column)

@@ -225,6 +225,17 @@ def training_options(command):
     return command
 
 
+def build_train_options(command: str, **values):
+    """The ``TrainOptions`` of a ``quality train`` / ``detox train`` call; a bad value is a usage error (exit 2)."""
+    from curate.classifier import TrainOptions
+    from curate.params import ConfigError, build_params
+
+    try:
+        return build_params(TrainOptions, values, where=command)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+
+
 def check_output(output: str) -> None:
     """``--output`` must name a file: refuse a folder before any training time is spent."""
     if os.path.isdir(output):
@@ -279,17 +290,11 @@ def train(positive, negative, output, text_field, chunk_chars, max_docs, size, b
     """Train a fastText quality classifier and print held-out precision and recall."""
     import time
 
-    from curate.classifier import TrainOptions
-    from curate.params import ConfigError, build_params
     from curate.stages.quality import train_quality_model
 
     check_output(output)
-    try:
-        options = build_params(TrainOptions, {"size": size, "balance": balance, "test_fraction": test_fraction,
-                                              "epoch": epoch, "word_ngrams": word_ngrams, "seed": seed},
-                               where="quality train")
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    options = build_train_options("quality train", size=size, balance=balance, test_fraction=test_fraction,
+                                  epoch=epoch, word_ngrams=word_ngrams, seed=seed)
     started = time.perf_counter()
     sides = {}
     for side, paths in (("positive", positive), ("negative", negative)):
