@@ -1,0 +1,284 @@
+"""Where a run's output lives: a local folder or an object-store prefix (``s3://``, ``gs://``), one small API.
+
+Why one layer: the runner, the workers, the global stages and ``curate stats``/``tokenize`` all read and
+write the same output folder. On a cluster without a shared disk every node must reach it, so it lives
+in an object store; on one machine it is a local folder. Code above this module names paths as strings
+(``join(output, "docs", name)``) and never asks which kind it has.
+
+The commit rule is the same for both: *a file is either whole under its final name or not there*.
+
+- Local: written to a temporary name beside it, fsync'ed, then ``os.replace``d (a rename is atomic).
+- Object stores have no rename. An object becomes visible only when its upload completes: a single
+  PUT, or the final ``CompleteMultipartUpload`` of a multipart upload; a client that dies half-way
+  leaves nothing under the key (an unfinished multipart upload is invisible to listings and reads,
+  and a bucket lifecycle rule removes its parts). So a file is first written whole to local scratch
+  space and then uploaded under its final key: a half-written shard can never be mistaken for a
+  finished one. The task's stats object, uploaded after its shards, stays the commit marker.
+
+Only the one-writer lock differs: ``put_if_absent`` is an ``O_EXCL`` create locally and a conditional
+PUT (``If-None-Match: *``) on S3, which AWS S3 (since 2024), MinIO and moto honour.
+
+Credentials come from the store's usual places (see ``curate.remote``); nothing here stores any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as _glob
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.remote import _retrying, filesystem, is_remote
+
+__all__ = [
+    "is_remote", "join", "normalize", "exists", "isdir", "glob", "listdir", "makedirs", "remove", "rmtree",
+    "read_bytes", "write_bytes", "read_json", "write_json", "put_file", "put_if_absent", "open_read",
+    "parquet_file", "read_table", "write_table", "staged", "pyarrow_filesystem", "size", "basename", "dirname",
+]
+
+TMP_SUFFIX = ".tmp-"
+
+
+def _strip(path: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path without the scheme) of a remote path."""
+    fs = filesystem(path)
+    return fs, fs._strip_protocol(path)
+
+
+def _scheme(path: str) -> str:
+    return path.partition("://")[0] + "://"
+
+
+def normalize(path: str) -> str:
+    """A local path made absolute; a URL without a trailing slash."""
+    return path.rstrip("/") if is_remote(path) else os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
+
+
+def dirname(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(path)
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(path)
+    fs, p = _strip(path)
+    return bool(_retrying(path, lambda: fs.exists(p)))
+
+
+def isdir(path: str) -> bool:
+    """Locally a folder; in an object store a prefix that holds at least one object."""
+    if not is_remote(path):
+        return os.path.isdir(path)
+    fs, p = _strip(path)
+    fs.invalidate_cache(p)
+    return bool(_retrying(path, lambda: fs.isdir(p)))
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted full paths matching ``pattern`` (``*`` within one level); listings are never cached."""
+    if not is_remote(pattern):
+        return sorted(_glob.glob(pattern))
+    fs, p = _strip(pattern)
+    fs.invalidate_cache()
+    scheme = _scheme(pattern)
+    return sorted(scheme + hit for hit in _retrying(pattern, lambda: fs.glob(p)))
+
+
+def listdir(path: str) -> list[str]:
+    """Names directly under ``path`` (files and folders/prefixes); empty when it does not exist."""
+    if not is_remote(path):
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    fs, p = _strip(path)
+    fs.invalidate_cache(p)
+    try:
+        entries = _retrying(path, lambda: fs.ls(p, detail=False))
+    except FileNotFoundError:
+        return []
+    return sorted({posixpath.basename(e.rstrip("/")) for e in entries if e.rstrip("/") != p.rstrip("/")})
+
+
+def makedirs(path: str) -> None:
+    """Folders exist implicitly in object stores; locally they are created."""
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def size(path: str) -> int:
+    if not is_remote(path):
+        return os.path.getsize(path)
+    fs, p = _strip(path)
+    return int(_retrying(path, lambda: fs.size(p)))
+
+
+def remove(path: str) -> None:
+    """Remove one file; a missing one is not an error."""
+    if not is_remote(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    fs, p = _strip(path)
+    with contextlib.suppress(FileNotFoundError):
+        _retrying(path, lambda: fs.rm_file(p))
+
+
+def rmtree(path: str) -> None:
+    """Remove a folder (a prefix) and everything under it; a missing one is not an error."""
+    if not is_remote(path):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        return
+    fs, p = _strip(path)
+    fs.invalidate_cache(p)
+    with contextlib.suppress(FileNotFoundError):
+        if _retrying(path, lambda: fs.exists(p)):
+            _retrying(path, lambda: fs.rm(p, recursive=True))
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    fs, p = _strip(path)
+    return _retrying(path, lambda: fs.cat_file(p))
+
+
+def _local_tmp(path: str) -> str:
+    return f"{path}{TMP_SUFFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Whole under ``path`` or not there (see the module docstring)."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = _local_tmp(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return
+    fs, p = _strip(path)
+    _retrying(path, lambda: fs.pipe_file(p, data))
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def write_json(path: str, data: Any) -> None:
+    write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def put_file(local_path: str, path: str) -> None:
+    """Move a finished local file to ``path``: a rename locally, an upload (then the local copy is
+    removed) to an object store. The object appears only when the upload completes."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.replace(local_path, path)
+        return
+    fs, p = _strip(path)
+    _retrying(path, lambda: fs.put_file(local_path, p))
+    os.remove(local_path)
+
+
+def put_if_absent(path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` only if nothing is there; True when this call created it."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    fs, p = _strip(path)
+    try:
+        _retrying(path, lambda: fs.pipe_file(p, data, mode="create"))
+    except (FileExistsError, OSError) as err:
+        if isinstance(err, FileExistsError) or "PreconditionFailed" in str(err) or "412" in str(err):
+            return False
+        raise
+    return True
+
+
+def open_read(path: str):
+    """A seekable binary file (remote: streamed by range requests with retries)."""
+    if not is_remote(path):
+        return open(path, "rb")
+    from curate.remote import open_remote
+
+    return open_remote(path)
+
+
+def pyarrow_filesystem(path: str):
+    """(pyarrow FileSystem, path inside it): lets pyarrow and DuckDB-free readers open remote files."""
+    if not is_remote(path):
+        return None, path
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, p = _strip(path)
+    return PyFileSystem(FSSpecHandler(fs)), p
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    if not is_remote(path):
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(pa.BufferReader(read_bytes(path)))
+
+
+def read_table(path: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    """One Parquet file (remote: fetched whole; shards and step files are tens of MB at most)."""
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns, schema=schema)
+    return pq.read_table(pa.BufferReader(read_bytes(path)), columns=columns, schema=schema)
+
+
+def write_table(path: str, table: pa.Table, compression: str = "zstd", **kwargs: Any) -> None:
+    """A Parquet file, whole under ``path`` or not there."""
+    with staged(path) as local:
+        pq.write_table(table, local, compression=compression, **kwargs)
+
+
+@contextlib.contextmanager
+def staged(path: str) -> Iterator[str]:
+    """A local file name to write; on success it is committed to ``path`` (renamed, or uploaded whole).
+
+    Local scratch space for remote outputs is ``CURATE_SCRATCH`` or the system's temporary folder.
+    """
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        local = _local_tmp(path)
+    else:
+        scratch = os.environ.get("CURATE_SCRATCH") or tempfile.gettempdir()
+        os.makedirs(scratch, exist_ok=True)
+        local = os.path.join(scratch, f"curate-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    try:
+        yield local
+        put_file(local, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(local)
