@@ -27,7 +27,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -67,6 +67,15 @@ class RunSettings:
     """A task's output rolls over to a new Parquet file after this many rows."""
     max_retries: int = 2
     """A task whose worker dies is retried this many times before the run reports it failed."""
+    executor: Literal["auto", "ray", "in-process"] = "auto"
+    """Where tasks run: ``ray`` (a pool of Ray workers), ``in-process`` (one after another in the curate
+    process itself, no Ray started: nothing to start or stop, same tasks, same output), or ``auto``: in
+    process for a small run (see ``in_process_mb``) or ``--workers 1``, Ray otherwise. A cluster
+    (``--address``) always uses Ray."""
+    in_process_mb: float = 32.0
+    """``auto`` runs in process when the input's MB times the number of per-document stages is at most
+    this: a guess at the work, against the seconds Ray takes to start and stop (32 MB through one
+    stage, 3 MB through the ten default ones)."""
 
     def validate(self) -> None:
         for name in ("task_mb", "batch_rows", "shard_rows"):
@@ -74,6 +83,8 @@ class RunSettings:
                 raise ValueError(f"{name}: must be positive")
         if self.max_retries < 0:
             raise ValueError("max_retries: must be 0 or more")
+        if self.in_process_mb < 0:
+            raise ValueError("in_process_mb: must be 0 or more")
 
 
 @dataclass
