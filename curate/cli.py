@@ -82,7 +82,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("args", nargs=-1, metavar="[CONFIG_FILE]")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Output directory, or an object-store prefix (s3://bucket/run/, gs://...).")
 @click.option("--input", "-i", "inputs", multiple=True,
               help="Input files, globs or directories (shortcut without a config); takes several: "
                    "`--input dumps/*.jsonl` unquoted works.")
@@ -98,9 +99,11 @@ def main() -> None:
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Parallel workers (default: all CPUs).")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: an embedded local Ray).")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
+@click.option("--break-lock", is_flag=True,
+              help="Object-store output: take over the lock of a run that is not working any more.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(args, output, inputs, input_list, input_base, fmt, source, stages, overrides, workers, address, overwrite,
-        no_progress):
+        break_lock, no_progress):
     """Run a pipeline from CONFIG_FILE, or the default pipeline on --input/--format.
 
     \b
@@ -151,7 +154,7 @@ def run(args, output, inputs, input_list, input_base, fmt, source, stages, overr
                                list(overrides))
     try:
         summary = Runner(config, output, workers=workers, address=address, overwrite=overwrite,
-                         show_progress=not no_progress).run()
+                         show_progress=not no_progress, break_lock=break_lock).run()
     except (ClusterUnavailable, OutputLocked) as err:
         err_console.print(f"[bold red]error[/bold red] {err}", highlight=False)
         sys.exit(EXIT_FAILED)
@@ -243,16 +246,14 @@ def warn_stage_errors(output: str) -> None:
 
 def warn_empty_inputs(output: str) -> None:
     """Inputs that yielded no record: an empty file, or one that is not of its format (a gzip of text read as WARC)."""
-    import json
-
-    from curate import stats
+    from curate import stats, storage
 
     empty = stats.empty_inputs(stats.connect(output))
     if not empty:
         return
     try:
-        with open(os.path.join(output, "manifest.json"), encoding="utf-8") as f:
-            formats = {i["source"]: i["format"] for i in json.load(f).get("config", {}).get("inputs", [])}
+        manifest = storage.read_json(storage.join(output, "manifest.json"))
+        formats = {i["source"]: i["format"] for i in manifest.get("config", {}).get("inputs", [])}
     except (OSError, ValueError, KeyError):
         formats = {}
     err_console.print(f"[bold yellow]warning[/bold yellow] {len(empty)} input{'s' if len(empty) > 1 else ''} "

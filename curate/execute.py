@@ -6,7 +6,8 @@ profiled on its own; ``curate.runner`` calls it inside Ray workers.
 Order of the commit, which is what makes resume safe: kept docs and rejects are
 written under temporary names and renamed into place, and only then the task's
 stats file is written. A task whose stats file exists is finished; anything
-else it left behind is deleted and the task redone.
+else it left behind is deleted and the task redone. In an object store the same
+order holds with uploads in place of renames (``curate.shards``, ``curate.storage``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.output_schema import check_stage_output
 from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import is_local_dir, printable
@@ -101,11 +103,17 @@ class TaskOutcome:
 
 
 def stats_path(plan: TaskPlan, task_id: str) -> str:
-    return os.path.join(plan.stats_dir, f"{task_id}.parquet")
+    return storage.join(plan.stats_dir, f"{task_id}.parquet")
 
 
 def is_done(plan: TaskPlan, task_id: str) -> bool:
-    return os.path.exists(stats_path(plan, task_id))
+    return storage.exists(stats_path(plan, task_id))
+
+
+def done_task_ids(plan: TaskPlan) -> set[str]:
+    """The finished tasks, from one listing of the stats folder (one request per 1,000 objects in an
+    object store, instead of one per task)."""
+    return {name.removesuffix(".parquet") for name in storage.listdir(plan.stats_dir) if name.endswith(".parquet")}
 
 
 def run_task(
@@ -187,7 +195,7 @@ def _batches(task: Task, plan: TaskPlan, reader: Reader | None, counter: StageCo
     """The task's input as ReadBatches; a reader that raises becomes a counted, quarantined reject."""
     started = time.perf_counter()
     if reader is None:  # a later segment: the input is a shard we wrote ourselves
-        source = pq.ParquetFile(task.path)
+        source = pq.ParquetFile(storage.open_read(task.path)) if storage.is_remote(task.path) else pq.ParquetFile(task.path)
         iterator: Iterator[ReadBatch] = (
             ReadBatch(docs=pa.Table.from_batches([b]), records=b.num_rows)
             for b in source.iter_batches(batch_size=plan.batch_rows)

@@ -18,6 +18,9 @@ written to ``work/ids/`` before any shard is rewritten, and a shard is rewritten
 under a temporary name and renamed into place: a run killed half-way redoes the
 remaining shards with the same decision (a renamed document no longer carries a
 colliding id, so rewriting a shard twice changes nothing).
+
+An output in an object store is handled the same way through ``curate.storage``: a shard to rewrite
+is read there, written to local scratch space and uploaded whole over its key.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.schema import GIVEN_ID, ID, SOURCE, doc_id
 from curate.shards import write_json_atomic, write_table_atomic
 
@@ -43,14 +47,16 @@ def make_unique(shards: list[str], workdir: str) -> dict:
     ``{"colliding_ids": ids that named 2+ documents, "renamed": documents renamed}``; the counts are
     kept in ``workdir`` so that a resumed run reports them without reading the shards again.
     """
-    done = os.path.join(workdir, DONE)
-    if os.path.exists(done):
+    done = storage.join(workdir, DONE)
+    if storage.exists(done):
+        if storage.is_remote(done):
+            return {**storage.read_json(done), "reported": True}
         with open(done, encoding="utf-8") as f:
             return {**json.load(f), "reported": True}
-    os.makedirs(workdir, exist_ok=True)
-    decision = os.path.join(workdir, DECISION)
-    if os.path.exists(decision):
-        colliding = pq.read_table(decision)[ID].combine_chunks()
+    storage.makedirs(workdir)
+    decision = storage.join(workdir, DECISION)
+    if storage.exists(decision):
+        colliding = storage.read_table(decision)[ID].combine_chunks()
     else:
         colliding = _colliding(shards)
         write_table_atomic(decision, pa.table({ID: colliding}))
@@ -63,7 +69,9 @@ def make_unique(shards: list[str], workdir: str) -> dict:
 def _colliding(shards: list[str]) -> pa.Array:
     if not shards:
         return pa.array([], pa.string())
-    rows = duckdb.connect().execute(
+    con = duckdb.connect()
+    storage.register_duckdb(con, shards[0])
+    rows = con.execute(
         "SELECT id FROM read_parquet(?, union_by_name = true) GROUP BY id HAVING count(*) > 1 ORDER BY id",
         [shards]).fetchall()
     return pa.array([r[0] for r in rows], pa.string())
@@ -74,7 +82,7 @@ def _rewrite(path: str, colliding: pa.Array) -> int:
 
     Streams the shard batch by batch into a temporary file renamed over it: memory stays bounded by a batch.
     """
-    shard = pq.ParquetFile(path)
+    shard = storage.parquet_file(path)
     schema = shard.schema_arrow
     if not pc.any(pc.is_in(shard.read(columns=[ID])[ID], value_set=colliding)).as_py():
         if GIVEN_ID not in schema.names:
@@ -82,8 +90,8 @@ def _rewrite(path: str, colliding: pa.Array) -> int:
         given = shard.read(columns=[GIVEN_ID])[GIVEN_ID]
         return len(given) - given.null_count
     out_schema = schema if GIVEN_ID in schema.names else schema.append(pa.field(GIVEN_ID, pa.string()))
-    stem, row0, renamed = os.path.basename(path), 0, 0
-    tmp = f"{path}.tmp-ids-{os.getpid()}"
+    stem, row0, renamed = storage.basename(path), 0, 0
+    tmp = storage.local_temp(path) if storage.is_remote(path) else f"{path}.tmp-ids-{os.getpid()}"
     with pq.ParquetWriter(tmp, out_schema, compression="zstd") as writer:
         for batch in shard.iter_batches(batch_size=65_536):
             ids = batch.column(ID).to_pylist()
@@ -99,5 +107,5 @@ def _rewrite(path: str, colliding: pa.Array) -> int:
                                row_group_size=64_000)
             renamed += sum(g is not None for g in given)
             row0 += batch.num_rows
-    os.replace(tmp, path)
+    storage.put_file(tmp, path)
     return renamed

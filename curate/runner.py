@@ -17,6 +17,10 @@ a worker (a Ray actor that loads models once). Output layout of ``DIR``:
 A task is finished when its ``stats/<task>.parquet`` exists (written last, after
 its shards were renamed into place): rerunning the same command skips finished
 tasks and redoes the rest, so a crash or ``kill -9`` loses only work in flight.
+
+``DIR`` may be an object-store prefix (``s3://bucket/run/``, ``gs://``; ``curate.storage``): the same
+rule holds there, with whole-object uploads in place of renames, and the lock is an object created with a
+conditional PUT (``RemoteOutputLock``).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate import __version__
+from curate import __version__, storage
 from curate.config import PipelineConfig
-from curate.execute import TaskOutcome, TaskPlan, is_done, task_id_for
+from curate.execute import TaskOutcome, TaskPlan, done_task_ids, task_id_for
 from curate.output_schema import OutputSchemas, plan_output_schemas
 from curate.params import ConfigError
 from curate.readers import Reader, Task
+from curate.readers.sizing import TaskSizing, estimated_bytes, sizing_for_run
 from curate.remote import describe as describe_remote, is_remote
 from curate.shards import write_json_atomic
 from curate.stage import GlobalStage
@@ -106,12 +111,17 @@ def build_segments(config: PipelineConfig) -> list[Segment]:
     return segments
 
 
-def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], list[dict]]:
-    """Split every input into tasks; returns (tasks, reader per source, input descriptions)."""
+def plan_tasks(config: PipelineConfig, sizing: TaskSizing | None = None) -> tuple[list[Task], dict[str, Reader], list[dict]]:
+    """Split every input into tasks; returns (tasks, reader per source, input descriptions).
+
+    ``sizing``: the worker count and ``task_mb`` the tasks are sized from (curate.readers.sizing:
+    every worker busy whatever the file layout); None: ``run.task_mb`` alone.
+    """
+    sizing = sizing or TaskSizing(max(1, int(config.run.task_mb * (1 << 20))))
     tasks: list[Task] = []
     readers: dict[str, Reader] = {}
     described = []
-    target = max(1, int(config.run.task_mb * (1 << 20)))
+    planned: list[tuple[Reader, list[str]]] = []
     for i, (spec, paths) in enumerate(zip(config.inputs, config.resolved_paths())):
         reader = spec.reader(config.file, f"inputs[{i}]")
         if spec.source in readers:
@@ -125,12 +135,19 @@ def plan_tasks(config: PipelineConfig) -> tuple[list[Task], dict[str, Reader], l
             remote = describe_remote([p for p in paths if is_remote(p)])
         except ConfigError as err:
             raise ConfigError(err.message, file=config.file, key=f"inputs[{i}].paths") from None
-        for task in reader.tasks(paths, target):
-            tasks.append(dataclasses.replace(task, index=len(tasks)))
+        planned.append((reader, paths))
         described.append({
             "source": spec.source, "format": spec.format,
             "files": [{"path": p, **(remote[p] if p in remote else describe_file(p))} for p in paths],
         })
+    target, fanout = sizing.targets(sum(estimated_bytes(f["path"], f["bytes"]) for d in described for f in d["files"]))
+    for reader, paths in planned:
+        for task in reader.tasks(paths, target, fanout):
+            tasks.append(dataclasses.replace(task, index=len(tasks)))
+    if sizing.older_run and any(t.start or t.end is not None for t in tasks):
+        raise ConfigError(f"holds an unfinished run started by curate {sizing.older_run}, which named the parts of "
+                          "cut files differently; finish it with that version, or use --overwrite to start again",
+                          file=sizing.output)
     return tasks, readers, described
 
 
@@ -288,13 +305,121 @@ class OutputLock:
             self.file = None
 
 
+#: A remote lock not renewed for this long belongs to a run that stopped (``CURATE_LOCK_STALE_S``).
+LOCK_STALE_S = 600.0
+#: How often a running driver renews its remote lock.
+LOCK_RENEW_S = 60.0
+
+
+class RemoteOutputLock:
+    """One run at a time per object-store output: the object ``OUT/.curate.lock``, created with a
+    conditional PUT (``If-None-Match: *``; ``storage.put_if_absent``), so two drivers cannot both create it.
+
+    An object store has no ``flock`` that dies with its process, so the lock says who holds it (host, pid,
+    start) and when it was last renewed: the driver renews it every ``LOCK_RENEW_S`` seconds and deletes it
+    at the end. A lock is *stale*, and taken over (and said, like a local one), when its driver is a dead
+    process on this host, or when it was not renewed for ``CURATE_LOCK_STALE_S`` seconds (600: a driver
+    killed on another machine). ``--break-lock`` takes over any lock; only for when no run is working there.
+    Taking over (delete, then create again with the conditional PUT) cannot give two runs the lock unless
+    two of them take over the same stale lock in the same instant: the second create fails for one.
+    """
+
+    def __init__(self, output: str, *, break_lock: bool = False):
+        self.output = output
+        self.path = storage.join(output, LOCK)
+        self.break_lock = break_lock
+        self.previous = ""
+        self.held = False
+        self._since = ""
+        self._stop = None
+        self._thread = None
+
+    def _body(self) -> bytes:
+        import socket
+
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": self._since,
+                           "renewed": time.time()}).encode("utf-8")
+
+    @staticmethod
+    def _describe(holder: dict) -> str:
+        age = time.time() - float(holder.get("renewed", 0) or 0)
+        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}, " \
+               f"last renewed {age:.0f} s ago"
+
+    def _stale(self, holder: dict) -> bool:
+        import socket
+
+        limit = float(os.environ.get("CURATE_LOCK_STALE_S", LOCK_STALE_S))
+        if time.time() - float(holder.get("renewed", 0) or 0) > limit:
+            return True
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def acquire(self) -> None:
+        import threading
+
+        self._since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if not storage.put_if_absent(self.path, self._body()):
+            try:
+                holder = json.loads(storage.read_bytes(self.path).decode("utf-8"))
+            except FileNotFoundError:
+                holder = {}  # released in between: try once more below
+            except ValueError:
+                holder = {"pid": "unknown"}
+            if holder and not (self.break_lock or self._stale(holder)):
+                raise OutputLocked(f"{self.output}: another curate run ({self._describe(holder)}) holds this output; "
+                                   "wait for it to finish, or choose another --output (if no run is working "
+                                   "there, --break-lock takes the lock over)") from None
+            if holder:
+                storage.remove(self.path)
+                self.previous = self._describe(holder)
+            if not storage.put_if_absent(self.path, self._body()):
+                raise OutputLocked(f"{self.output}: another curate run took this output's lock at the same "
+                                   "moment; wait for it to finish, or choose another --output")
+        self.held = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="curate-lock", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(float(os.environ.get("CURATE_LOCK_RENEW_S", LOCK_RENEW_S))):
+            try:
+                storage.write_bytes(self.path, self._body())
+            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next one
+                log.warning("could not renew the lock %s", self.path, exc_info=True)
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=30)
+            self._stop = None
+        if self.held:
+            storage.remove(self.path)  # gone: the next run knows this one ended properly
+            self.held = False
+
+
+def output_lock(output: str, *, break_lock: bool = False):
+    """The lock of an output folder: ``flock`` on a local one, a conditional-PUT object in a store."""
+    if storage.is_remote(output):
+        return RemoteOutputLock(output, break_lock=break_lock)
+    return OutputLock(output)
+
+
 class Runner:
     """Runs a validated pipeline into ``output``; see the module docstring for the layout."""
 
     def __init__(self, config: PipelineConfig, output: str, *, workers: int | None = None,
-                 address: str | None = None, overwrite: bool = False, show_progress: bool = True):
+                 address: str | None = None, overwrite: bool = False, show_progress: bool = True,
+                 break_lock: bool = False):
         self.config = config
-        self.output = os.path.abspath(output)
+        self.output = storage.normalize(output)  # a local folder made absolute, or an object-store prefix
+        self.break_lock = break_lock
         self.workers = workers
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.overwrite = overwrite
@@ -306,11 +431,18 @@ class Runner:
 
     # ---- output directory -------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
-        return os.path.join(self.output, *parts)
+        return storage.join(self.output, *parts)
 
     def _check_output(self) -> None:
         """Before anything is created: the output path is a folder this run may use, or can become one."""
         path = self.output
+        if storage.is_remote(path):
+            storage.check_location(path)  # credentials, bucket: one line, nothing written
+            entries = set(storage.listdir(path)) - {LOCK}
+            if entries and MANIFEST not in entries and not self.overwrite:
+                raise OutputConflict("holds objects and is not a curate output; use --overwrite or another "
+                                     "--output", file=path)
+            return
         if os.path.exists(path) and not os.path.isdir(path):
             raise OutputUnusable("is a file, not a folder; choose another --output", file=path)
         parent = path
@@ -328,6 +460,8 @@ class Runner:
                                      file=path)
 
     def _create_output(self) -> None:
+        if storage.is_remote(self.output):
+            return  # prefixes exist as soon as an object is under them
         try:
             os.makedirs(self.output, exist_ok=True)
         except OSError as err:
@@ -343,10 +477,9 @@ class Runner:
         only when asked (``--overwrite``).
         """
         manifest_path = self._path(MANIFEST)
-        if os.path.exists(manifest_path):
+        if storage.exists(manifest_path):
             try:
-                with open(manifest_path, encoding="utf-8") as f:
-                    previous = json.load(f)
+                previous = storage.read_json(manifest_path)
             except (OSError, ValueError) as err:
                 raise OutputUnusable(f"cannot read {MANIFEST}: {err}", file=self.output) from None
             changed, self.touched = changed_inputs(previous.get("inputs", []), inputs)
@@ -369,13 +502,18 @@ class Runner:
                 return True
             else:
                 self.manifest = previous
-        elif set(os.listdir(self.output)) - {LOCK}:
+        elif set(storage.listdir(self.output)) - {LOCK}:
             self._wipe()  # not a curate output, and --overwrite (checked in _check_output)
         for sub in ("docs", "rejects", "stats", "work"):
-            os.makedirs(self._path(sub), exist_ok=True)
+            storage.makedirs(self._path(sub))
         return False
 
     def _wipe(self) -> None:
+        if storage.is_remote(self.output):
+            for name in storage.listdir(self.output):
+                if name != LOCK:
+                    storage.rmtree(self._path(name))
+            return
         for name in ("docs", "rejects", "stats", "work", MANIFEST):
             target = self._path(name)
             if os.path.isdir(target):
@@ -394,9 +532,11 @@ class Runner:
         started = time.perf_counter()
         summary = RunSummary(self.output)
         self._check_output()
-        tasks, readers, inputs = plan_tasks(self.config)
+        self.sizing = sizing_for_run(self._path(MANIFEST), self.fingerprint, self.config.run.task_mb,
+                                     None if self.address else self.workers or os.cpu_count() or 1)
+        tasks, readers, inputs = plan_tasks(self.config, self.sizing)
         self._create_output()
-        lock = OutputLock(self.output)
+        lock = output_lock(self.output, break_lock=self.break_lock)
         lock.acquire()
         try:
             summary.lock_taken_over = lock.previous
@@ -425,7 +565,7 @@ class Runner:
             segments=[{"index": s.index, "global_stage": s.global_stage.name if s.global_stage else None,
                        "stages": [st.name for st, _, _ in s.stages]} for s in segments],
             tasks=self.manifest.get("tasks", {}), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            output_schema=self.schemas.describe(),
+            output_schema=self.schemas.describe(), plan=self.sizing.describe(),
         )
         from curate.pool import WorkerPool
 
@@ -438,7 +578,8 @@ class Runner:
                     segment_tasks = self._run_global(segment, pool, summary)
                     if segment_tasks is None:
                         break
-                todo = [t for t in segment_tasks if not is_done(plan, task_id_for(t, segment.index))]
+                done = done_task_ids(plan)  # one listing of stats/, not a request per task
+                todo = [t for t in segment_tasks if task_id_for(t, segment.index) not in done]
                 summary.tasks_total += len(segment_tasks)
                 summary.tasks_skipped += len(segment_tasks) - len(todo)
                 outcomes, failed = pool.run(plan, todo, readers if segment.index == 0 else None,
@@ -456,8 +597,7 @@ class Runner:
         """Every document of the run exists once after segment 0: make ids that collide unique (curate.ids)."""
         from curate.ids import make_unique
 
-        shards = sorted(glob.glob(os.path.join(plan.docs_dir, "*.parquet"))) + sorted(
-            glob.glob(self._path("rejects", "*.parquet")))
+        shards = storage.glob(storage.join(plan.docs_dir, "*.parquet")) + storage.glob(self._path("rejects", "*.parquet"))
         result = make_unique(shards, self._path("work", "ids"))
         summary.ids_renamed = result["renamed"]
         if result["renamed"] and not result.get("reported"):
@@ -493,11 +633,11 @@ class Runner:
     def _run_global(self, segment: Segment, pool, summary: RunSummary) -> list[Task] | None:
         """Run a global stage over the previous segment's shards; returns the next segment's tasks."""
         stage = segment.global_stage
-        shards = sorted(glob.glob(self._path("work", f"segment{segment.index - 1}", "*.parquet")))
+        shards = storage.glob(self._path("work", f"segment{segment.index - 1}", "*.parquet"))
         workdir = self._path("work", stage.name)
-        marker = os.path.join(workdir, "_SUCCESS")
-        if not os.path.exists(marker):
-            os.makedirs(workdir, exist_ok=True)
+        marker = storage.join(workdir, "_SUCCESS")
+        if not storage.exists(marker):
+            storage.makedirs(workdir)
             pool.say(f"{stage.name}: global step over {len(shards)} shards")
             t0 = time.perf_counter()
             try:
@@ -527,12 +667,16 @@ class Runner:
         import duckdb
 
         pattern = self._path("stats", "*.parquet")
-        if not glob.glob(pattern):
+        files = storage.glob(pattern)
+        if not files:
             return {}
-        rows = duckdb.connect().execute("""
+        con = duckdb.connect()
+        storage.register_duckdb(con, self.output)
+        rows = con.execute("""
             SELECT task_id, any_value(segment), any_value(source), any_value(path),
                    arg_max(docs_out, position), sum(rejected), sum(seconds)
-            FROM read_parquet(?) GROUP BY task_id ORDER BY task_id""", [pattern]).fetchall()
+            FROM read_parquet(?) GROUP BY task_id ORDER BY task_id""",
+                           [files if storage.is_remote(pattern) else pattern]).fetchall()
         recorded = self.manifest.get("tasks", {})
         return {
             task_id: {**recorded.get(task_id, {}), "segment": segment, "source": source, "path": path,
@@ -550,17 +694,25 @@ class Runner:
         if complete:
             updates["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             for segment in segments[:-1]:  # intermediate shards: every document now lives in docs/ or rejects/
-                shutil.rmtree(self._path("work", f"segment{segment.index}"), ignore_errors=True)
+                if storage.is_remote(self.output):
+                    storage.rmtree(self._path("work", f"segment{segment.index}"))
+                else:
+                    shutil.rmtree(self._path("work", f"segment{segment.index}"), ignore_errors=True)
             from curate.ids import DECISION
 
-            if os.path.exists(self._path("work", "ids", DECISION)):  # the counts stay, the id list goes
-                os.remove(self._path("work", "ids", DECISION))
+            if storage.exists(self._path("work", "ids", DECISION)):  # the counts stay, the id list goes
+                storage.remove(self._path("work", "ids", DECISION))
         self._write_manifest(**updates)
 
 
 def _count_rows(pattern: str) -> int:
     import pyarrow.parquet as pq
 
+    if storage.is_remote(pattern):  # footers only, many in flight: one shard's latency is tens of ms
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            return sum(pool.map(storage.num_rows, storage.glob(pattern)))
     return sum(pq.ParquetFile(p).metadata.num_rows for p in glob.glob(pattern))
 
 
@@ -568,6 +720,12 @@ def _source_of_shard(path: str) -> str:
     """Shards are named after their task, whose id starts with the source name."""
     import pyarrow.parquet as pq
 
+    if storage.is_remote(path):
+        with storage.open_read(path) as f:
+            shard = pq.ParquetFile(f)
+            if shard.metadata.num_row_groups:
+                return shard.read_row_group(0, columns=["source"])["source"][0].as_py()
+        return storage.basename(path).split("-")[0]
     shard = pq.ParquetFile(path)
     if shard.metadata.num_row_groups:
         return shard.read_row_group(0, columns=["source"])["source"][0].as_py()

@@ -2,6 +2,10 @@
 
 A reader of the output directory (DuckDB, the next run) never sees half a file:
 either ``name.parquet`` exists and is whole, or it does not exist.
+
+An output in an object store (``s3://``, ``gs://``: ``curate.storage``) has no rename: a shard is written
+to local scratch space and uploaded whole to its final key when the task commits; an object appears
+only when its upload completes, so the rule holds there too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.schema import invalid_utf8
 
 TMP_SUFFIX = ".tmp"
@@ -45,14 +50,14 @@ class ShardWriter:
 
     def _part_path(self, index: int) -> str:
         suffix = "" if index == 0 else f".{index}"
-        return os.path.join(self.directory, f"{self.stem}{suffix}.parquet")
+        return storage.join(self.directory, f"{self.stem}{suffix}.parquet")
 
     def _open(self, schema: pa.Schema) -> None:
         self.close_part()
-        os.makedirs(self.directory, exist_ok=True)
+        storage.makedirs(self.directory)
         path = self._part_path(len(self.parts))
         self.parts.append(path)
-        self._tmp[path] = _tmp_name(path)
+        self._tmp[path] = storage.local_temp(path) if storage.is_remote(path) else _tmp_name(path)
         self._writer = pq.ParquetWriter(self._tmp[path], schema, compression=self.compression)
         self._rows_in_part = 0
 
@@ -83,10 +88,10 @@ class ShardWriter:
             self._writer = None
 
     def commit(self) -> list[str]:
-        """Close and rename every part into place; returns the final paths."""
+        """Close and rename (or upload) every part into place; returns the final paths."""
         self.close_part()
         for path in self.parts:
-            os.replace(self._tmp[path], path)
+            storage.put_file(self._tmp[path], path)
         return list(self.parts)
 
     def abort(self) -> None:
@@ -114,13 +119,23 @@ def _cast_or_none(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
 
 
 def remove_stale(directory: str, stem: str) -> None:
-    """Delete what an interrupted attempt of a task left (whole or temporary parts)."""
+    """Delete what an interrupted attempt of a task left (whole or temporary parts).
+
+    In an object store only whole objects can be there (an upload that did not complete leaves none)."""
+    if storage.is_remote(directory):
+        for pattern in (f"{stem}.parquet", f"{stem}.*.parquet"):
+            for path in storage.glob(storage.join(directory, pattern)):
+                storage.remove(path)
+        return
     for pattern in (f"{stem}.parquet", f"{stem}.parquet{TMP_SUFFIX}*", f"{stem}.*.parquet", f"{stem}.*.parquet{TMP_SUFFIX}*"):
         for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
             os.remove(path)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
+    if storage.is_remote(path):
+        storage.write_json(path, data)
+        return
     tmp = _tmp_name(path)
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
@@ -130,6 +145,9 @@ def write_json_atomic(path: str, data: Any) -> None:
 
 
 def write_table_atomic(path: str, table: pa.Table) -> None:
+    if storage.is_remote(path):
+        storage.write_table(path, table)
+        return
     tmp = _tmp_name(path)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)

@@ -16,7 +16,8 @@ import duckdb
 
 from curate.execute import STATS_SCHEMA
 from curate.params import ConfigError
-from curate.remote import exists as remote_exists, filesystem, glob as remote_glob, is_remote
+from curate import storage
+from curate.remote import exists as remote_exists, is_remote
 
 VIEWS = ("docs", "rejects", "stats")
 
@@ -53,7 +54,7 @@ def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
     an output in an object store (``s3://...``) is read there (``connect`` registers its filesystem)."""
     if is_remote(output):
         pattern = output.rstrip("/") + f"/{name}/*.parquet"
-        if not remote_glob(pattern):
+        if not storage.glob(pattern):  # listings are not cached: a run may have just written these
             return _empty_select(name)
         escaped = pattern.replace("'", "''")
         return f"SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
@@ -82,7 +83,7 @@ def connect(output: str, database: str = ":memory:", *, relative: bool = False) 
     if is_remote(output):
         # DuckDB's own httpfs extension is downloaded at run time (impossible offline, and one more thing
         # for every node to fetch); the store's fsspec client, with the user's credentials, reads instead
-        con.register_filesystem(filesystem(output))
+        storage.register_duckdb(con, output)
     base = os.path.dirname(os.path.abspath(database)) if relative else None
     if base is not None:  # views are checked when created: resolve their relative paths as a reader will
         con.execute("SET file_search_path = ?", [base])

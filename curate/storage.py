@@ -42,6 +42,7 @@ __all__ = [
     "is_remote", "join", "normalize", "exists", "isdir", "glob", "listdir", "makedirs", "remove", "rmtree",
     "read_bytes", "write_bytes", "read_json", "write_json", "put_file", "put_if_absent", "open_read",
     "parquet_file", "read_table", "write_table", "staged", "pyarrow_filesystem", "size", "basename", "dirname",
+    "check_location", "num_rows", "register_duckdb", "scratch_dir", "local_temp",
 ]
 
 TMP_SUFFIX = ".tmp-"
@@ -282,3 +283,62 @@ def staged(path: str) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.remove(local)
+
+
+def check_location(path: str) -> None:
+    """Before a run writes to ``path``: its store is reachable with the credentials found, and its bucket
+    exists. A one-line ``ConfigError`` (no credentials, no bucket) or ``RemoteUnavailable`` (no answer);
+    nothing is written. Local paths are checked by the runner itself."""
+    if not is_remote(path):
+        return
+    from curate.params import ConfigError
+    from curate.remote import _check_aws_credentials, _plan_error
+
+    scheme = path.partition("://")[0].lower()
+    fs = filesystem(path)  # a missing client names the extra that installs it
+    if scheme in ("s3", "s3a"):
+        _check_aws_credentials(path)
+    bucket = path.split("://", 1)[1].split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"{path}: no bucket in the URL (s3://BUCKET/prefix/)")
+    try:
+        there = _retrying(path, lambda: fs.exists(bucket))
+    except Exception as err:  # noqa: BLE001 - the store's own errors, made one line
+        raise _plan_error(path, err) from None
+    if not there:
+        raise ConfigError(f"{path}: bucket {bucket} does not exist (or is not visible with these credentials); "
+                          "create it first")
+
+
+def num_rows(path: str) -> int:
+    """Rows of a Parquet file, from its footer only (remote: a few range requests, not the whole file)."""
+    if not is_remote(path):
+        return pq.ParquetFile(path).metadata.num_rows
+    with open_read(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def register_duckdb(con, path: str) -> None:
+    """Let DuckDB read ``path`` (a remote URL) through the store's fsspec client: DuckDB's own httpfs
+    extension is downloaded at run time, impossible offline and one more thing for every node to fetch.
+    Listings are not cached: a run's shards change under a long-lived client."""
+    if not is_remote(path):
+        return
+    fs = filesystem(path)
+    fs.invalidate_cache()
+    con.register_filesystem(fs)
+
+
+def scratch_dir() -> str:
+    """Local scratch space for files on their way to an object store (``CURATE_SCRATCH`` or the temp folder)."""
+    scratch = os.environ.get("CURATE_SCRATCH") or tempfile.gettempdir()
+    os.makedirs(scratch, exist_ok=True)
+    return scratch
+
+
+def local_temp(path: str) -> str:
+    """A local file name to write before committing it to ``path`` with ``put_file``: beside it locally
+    (a rename is then atomic), in the scratch space for an object store."""
+    if not is_remote(path):
+        return _local_tmp(path)
+    return os.path.join(scratch_dir(), f"curate-{uuid.uuid4().hex}-{posixpath.basename(path)}")
