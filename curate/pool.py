@@ -1,9 +1,16 @@
-"""A pool of Ray actors that run tasks, with retries, and progress bars on the driver.
+"""A pool of Ray actors that run tasks, with retries, and progress bars on the driver; and the choice
+between it and running the tasks in the curate process itself (``curate.local``).
 
 Actors (not plain Ray tasks) so that each worker loads its models once (the
 fastText language-ID model, word lists ...) and then runs many tasks; per-task
 overhead is one remote call. Each actor answers ``progress()`` from a second
 thread while it works, which feeds the per-task progress bars.
+
+Ray costs seconds before the first task runs and after the last one (start-up, worker processes, shut
+down: 3 to 6 s on 2 shared cores). A small run spends most of its time there, so ``open_pool`` runs it
+in process instead (``run.executor``): the same ``_Worker`` class, the same ``run_task``, one task after
+another, nothing started. Global stages ask ``step_runner`` for their own steps' tasks, which follows
+the same choice.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from curate.execute import TaskOutcome, TaskPlan, run_task, task_id_for
+from curate.params import ConfigError
 from curate.readers import Reader, Task
 
 log = logging.getLogger("curate")
@@ -139,11 +147,14 @@ def _neutral_working_directory():
 class _Worker:
     """Runs tasks of one pipeline segment; models are loaded on the first task."""
 
-    def __init__(self, plan: TaskPlan, readers: dict[str, Reader] | None, cwd: str):
+    def __init__(self, plan: TaskPlan, readers: dict[str, Reader] | None, cwd: str, *,
+                 node: str | None = None, on_progress: Callable[[int, int, str], None] | None = None):
         # relative paths in stage parameters (models, word lists) mean what they meant to the driver;
         # imports are unaffected (Ray fixed sys.path at start-up, see _neutral_working_directory)
         os.chdir(cwd)
         self.plan, self.readers = plan, readers
+        self.node = node                # None: ask Ray which node this is (an actor)
+        self.on_progress = on_progress  # in process: the driver's progress bar, updated as the task goes
         self.loaded_decisions = False
         self.current: dict[str, tuple[int, int, str]] = {}
         self.lock = threading.Lock()
@@ -158,10 +169,12 @@ class _Worker:
         def report(task_id: str, docs: int, records: int, doing: str) -> None:
             with self.lock:
                 self.current = {task_id: (docs, records, doing)}
+            if self.on_progress is not None:
+                self.on_progress(docs, records, doing)
 
         try:
             outcome = run_task(task, plan, reader, progress=report)
-            outcome.node = _node_id()
+            outcome.node = _node_id() if self.node is None else self.node
             return outcome
         finally:
             with self.lock:
@@ -173,18 +186,25 @@ class _Worker:
 
 
 class WorkerPool:
+    """Runs a segment's tasks on Ray actors (``executor = "ray"``); ``curate.local.LocalPool`` is its
+    in-process twin with the same methods."""
+
+    executor = "ray"
+
     def __init__(self, workers: int | None, address: str | None, *, show_progress: bool = True):
         self.requested = workers
         self.address = address
         self.show_progress = show_progress and sys.stderr.isatty()
         self.size = workers or 1
         self.start_seconds = 0.0
+        self.stop_seconds = 0.0
+        self.why = ""  # why this executor (open_pool), for the log line and the manifest
         self._started_ray = False
 
     def __enter__(self) -> "WorkerPool":
-        import ray
-
         t0 = time.perf_counter()
+        import ray  # a second of it, on first use: part of what starting Ray costs
+
         self._started_ray = start_ray(self.requested, self.address)
         self.start_seconds = time.perf_counter() - t0
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -192,10 +212,10 @@ class WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:
-        import ray
-
+        t0 = time.perf_counter()
         if self._started_ray:
             stop_ray()
+        self.stop_seconds = time.perf_counter() - t0
 
     def say(self, message: str) -> None:
         console.print(f"[bold]curate[/bold] {message}")
@@ -319,3 +339,135 @@ def _short_error(err: Exception) -> str:
     text = str(err).strip().splitlines()
     tail = [line for line in text if line.strip()][-1:] or [type(err).__name__]
     return f"{type(err).__name__}: {tail[0][:500]}"
+
+
+# ---------------------------------------------------------------- which executor
+
+
+RAY, IN_PROCESS = "ray", "in-process"
+
+
+def choose_executor(setting: str, *, workers: int | None, address: str | None, work_mb: float,
+                    limit_mb: float, file: str | None = None) -> tuple[str, str]:
+    """(executor, why in words) for a run: ``setting`` is ``run.executor``; ``work_mb`` the input's MB
+    times its per-document stages, against ``limit_mb`` (``run.in_process_mb``).
+
+    A cluster address, or a Ray this process is already connected to (a test, a notebook), means Ray:
+    its workers are there already. ``--workers 1`` means in process: one worker is the driver itself.
+    """
+    if address:
+        if setting == IN_PROCESS:
+            raise ConfigError("run.executor: in-process cannot run on a cluster (--address / RAY_ADDRESS); "
+                              "use auto or ray, or drop the address", file=file, key="run.executor")
+        return RAY, f"cluster {address}"
+    if setting == RAY:
+        return RAY, "run.executor=ray"
+    if setting == IN_PROCESS:
+        return IN_PROCESS, "run.executor=in-process"
+    if _ray_connected():
+        return RAY, "this process is already connected to Ray"
+    if workers == 1 or (workers is None and (os.cpu_count() or 1) == 1):
+        return IN_PROCESS, "one worker (--set run.executor=ray to use Ray anyway)"
+    if work_mb <= limit_mb:
+        return IN_PROCESS, (f"small run: {work_mb:.3g} MB of input x stages <= run.in_process_mb={limit_mb:g} "
+                            "(--set run.executor=ray to use Ray anyway)")
+    return RAY, f"{work_mb:.3g} MB of input x stages > run.in_process_mb={limit_mb:g}"
+
+
+def open_pool(setting: str, workers: int | None, address: str | None, *, work_mb: float, limit_mb: float,
+              file: str | None = None, show_progress: bool = True):
+    """The pool a run uses: a ``WorkerPool`` (Ray) or a ``curate.local.LocalPool``; enter it with ``with``."""
+    executor, why = choose_executor(setting, workers=workers, address=address, work_mb=work_mb, limit_mb=limit_mb,
+                                    file=file)
+    if executor == IN_PROCESS:
+        from curate.local import LocalPool
+
+        pool = LocalPool(workers, show_progress=show_progress)
+    else:
+        pool = WorkerPool(workers, address, show_progress=show_progress)
+    pool.why = why
+    return pool
+
+
+def _ray_connected() -> bool:
+    """Without importing Ray (a second of start-up) when nothing imported it yet."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+# ---------------------------------------------------------------- a global stage's own steps
+
+
+def step_runner(workers: int):
+    """What a global stage runs its steps' tasks with: Ray when this process is connected to Ray (the
+    runner's pool started it, or a cluster), else in this process, one task after another.
+
+    The returned object has ``submit(fn, *args) -> handle``, ``wait(handles) -> [finished handles]`` (at
+    least one), ``get(handle) -> fn's result`` (raises what ``fn`` raised) and ``close()``, which ends
+    its worker processes: call it when the stage's step is done, so that their memory is free for the
+    pass that follows. ``workers`` bounds the tasks a caller should keep in flight.
+    """
+    if _ray_connected():
+        return RaySteps(workers)
+    from curate.local import InProcessSteps
+
+    return InProcessSteps()
+
+
+class _StepWorker:
+    """One process of a global stage's steps; killed at the end of the stage (its memory goes with it)."""
+
+    def call(self, fn: Callable, *args):
+        return fn(*args)
+
+
+class RaySteps:
+    """A global stage's tasks on actors of its own (not plain Ray tasks): plain tasks leave their
+    worker processes idle but alive once the step is done, holding what numpy and Arrow allocated
+    (335 MB each after a dedup step), while the apply pass starts its own; these actors end in ``close``.
+    A task whose process dies is retried on a restarted actor (``max_task_retries``), as a task would be.
+    """
+
+    def __init__(self, workers: int, max_retries: int = 2):
+        import ray
+
+        self.ray = ray
+        self.size = max(1, int(workers))
+        self.remote_class = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_StepWorker)
+        self.actors: list = []
+        self.idle: list = []
+        self.busy: dict = {}  # handle -> actor
+
+    def submit(self, fn: Callable, *args):
+        if not self.idle:
+            if len(self.actors) >= self.size:  # more in flight than workers: Ray queues it on one actor
+                actor = self.actors[len(self.busy) % len(self.actors)]
+            else:
+                actor = self.remote_class.remote()
+                self.actors.append(actor)
+        else:
+            actor = self.idle.pop()
+        handle = actor.call.remote(fn, *args)
+        self.busy[handle] = actor
+        return handle
+
+    def wait(self, handles: list) -> list:
+        done, _ = self.ray.wait(list(handles), num_returns=1)
+        return done
+
+    def get(self, handle):
+        actor = self.busy.pop(handle, None)
+        if actor is not None and actor not in self.busy.values():
+            self.idle.append(actor)
+        return self.ray.get(handle)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors, self.idle, self.busy = [], [], {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

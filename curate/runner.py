@@ -82,6 +82,9 @@ class RunSummary:
     rejects: int = 0
     seconds: float = 0.0
     ray_start_seconds: float = 0.0
+    ray_stop_seconds: float = 0.0
+    executor: str = ""          # "ray" or "in-process" (curate.pool.open_pool), and why
+    executor_why: str = ""
     failed: dict[str, str] = field(default_factory=dict)
     already_complete: bool = False
     ids_renamed: int = 0        # documents whose given id was used by another one: renamed, given_id kept
@@ -529,12 +532,17 @@ class Runner:
     def run(self) -> RunSummary:
         """Plan, then run under the output folder's lock. Nothing is created before the plan holds:
         a run that cannot start (no input, a bad path) leaves no trace."""
+        from curate.timing import RunTimer
+
         started = time.perf_counter()
         summary = RunSummary(self.output)
+        self.timer = RunTimer()  # where the time goes: stats/timing/ (curate.timing)
         self._check_output()
         self.sizing = sizing_for_run(self._path(MANIFEST), self.fingerprint, self.config.run.task_mb,
                                      None if self.address else self.workers or os.cpu_count() or 1)
         tasks, readers, inputs = plan_tasks(self.config, self.sizing)
+        self.timer.add("plan", time.perf_counter() - started)
+        self._planned_at = time.perf_counter()
         self._create_output()
         lock = output_lock(self.output, break_lock=self.break_lock)
         lock.acquire()
@@ -567,10 +575,22 @@ class Runner:
             tasks=self.manifest.get("tasks", {}), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             output_schema=self.schemas.describe(), plan=self.sizing.describe(),
         )
-        from curate.pool import WorkerPool
+        from curate.pool import open_pool
 
-        with WorkerPool(self.workers, self.address, show_progress=self.show_progress) as pool:
+        input_mb = sum(f.get("bytes", 0) for spec in inputs for f in spec["files"]) / (1 << 20)
+        run = self.config.run
+        timer = self.timer
+        timer.add("prepare output", time.perf_counter() - self._planned_at)  # lock, manifest, output schema
+        with open_pool(run.executor, self.workers, self.address, work_mb=input_mb * max(1, len(self.config.stages)),
+                       limit_mb=run.in_process_mb, file=self.config.file,
+                       show_progress=self.show_progress) as pool:
             summary.ray_start_seconds = pool.start_seconds
+            summary.executor = timer.executor = pool.executor
+            summary.executor_why = pool.why
+            if pool.executor == "ray":
+                timer.add("ray start", pool.start_seconds)
+            pool.say(f"executor: {pool.executor} ({pool.why})")
+            self._write_manifest(executor={"name": pool.executor, "why": pool.why, "workers": pool.size})
             segment_tasks = tasks
             for segment in segments:
                 plan = self._plan(segment, final=segment.index == len(segments) - 1)
@@ -582,16 +602,26 @@ class Runner:
                 todo = [t for t in segment_tasks if task_id_for(t, segment.index) not in done]
                 summary.tasks_total += len(segment_tasks)
                 summary.tasks_skipped += len(segment_tasks) - len(todo)
-                outcomes, failed = pool.run(plan, todo, readers if segment.index == 0 else None,
-                                            label=self._label(segment), total=len(segment_tasks),
-                                            on_done=self._record_task, max_retries=self.config.run.max_retries)
+                with timer.step("tasks", stage=self._label(segment), segment=segment.index, tasks=len(todo)):
+                    outcomes, failed = pool.run(plan, todo, readers if segment.index == 0 else None,
+                                                label=self._label(segment), total=len(segment_tasks),
+                                                on_done=self._record_task, max_retries=self.config.run.max_retries)
                 summary.tasks_run += len(outcomes)
                 summary.failed.update(failed)
                 if failed:
                     break  # a global step needs every shard; later segments wait for a rerun
                 if segment.index == 0:
-                    self._unique_ids(plan, pool, summary)
-        self._finish(summary, segments)
+                    with timer.step("ids"):
+                        self._unique_ids(plan, pool, summary)
+        if pool.executor == "ray":
+            timer.add("ray stop", pool.stop_seconds)
+        summary.ray_stop_seconds = pool.stop_seconds
+        with timer.step("stats and manifest"):
+            self._finish(summary, segments)
+        try:
+            timer.write(self._path("stats"))
+        except OSError as err:  # the run's output is whole without it: say so, do not fail the run
+            log.warning("could not write the timing of this run: %s", err)
 
     def _unique_ids(self, plan: TaskPlan, pool, summary: RunSummary) -> None:
         """Every document of the run exists once after segment 0: make ids that collide unique (curate.ids)."""
@@ -647,6 +677,7 @@ class Runner:
                 summary.failed[f"global:{stage.name}"] = f"{type(err).__name__}: {err}"
                 return None
             seconds = time.perf_counter() - t0
+            self.timer.add_global(stage.name, segment.index, seconds, result)
             write_json_atomic(marker, {"summary": result, "seconds": seconds})
         return [Task(source=_source_of_shard(path), format="parquet", path=path, index=i)
                 for i, path in enumerate(shards)]
