@@ -36,13 +36,21 @@ class Task:
 
     @property
     def task_id(self) -> str:
+        """``source-stem-<hash of path>``; a cut of a file adds ``-<start, 12 digits>-<hash of the cut>``.
+
+        The tasks of one file sort together and in file order (dedup's ``keep: first`` follows shard
+        order, and shards are named after their task), where the whole file's task would; the last
+        hash tells cuts of different plans apart, so a finished task is never taken for another one.
+        """
         from curate.schema import doc_id
 
         from curate.readers.fileio import printable
 
         stem = printable(os.path.basename(self.path)).split(".")[0][:40] or "input"
-        span = "" if self.start == 0 and self.end is None else f"@{self.start}-{self.end}"
-        return f"{self.source}-{stem}-{doc_id(self.source, self.path + span)[:12]}"
+        name = f"{self.source}-{stem}-{doc_id(self.source, self.path)[:12]}"
+        if self.start == 0 and self.end is None:
+            return name
+        return f"{name}-{self.start:012d}-{doc_id(self.source, f'{self.path}@{self.start}-{self.end}')[:6]}"
 
 
 @dataclass
@@ -77,8 +85,13 @@ class Reader:
     def from_config(cls, source: str, raw: dict | None, *, where: str, file: str | None = None) -> "Reader":
         return cls(source, build_params(cls.Options, raw, where=where, file=file))
 
-    def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
-        """Split the inputs into tasks; by default one per file."""
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
+        """Split the inputs into tasks; by default one per file.
+
+        ``target_bytes``: the size of a byte range of a file that can be entered anywhere;
+        ``fanout_bytes``: the size of a part of a file that must be read from its start (gzip, WARC),
+        None for no parts (curate.readers.sizing).
+        """
         return [Task(self.source, self.format, p) for p in paths]
 
     def read(self, task: Task) -> Iterator[ReadBatch]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+from array import array
 import gzip
 import os
 import re
@@ -248,6 +249,10 @@ class LenientGzip:
         self.error: str | None = None
         self.resyncs = 0
         self.done = False
+        # (decompressed bytes produced, compressed bytes consumed) before each inflate call: where in the
+        # file a decompressed byte came from, for the tasks that read one file in parts
+        self.checkpoints_out = array("q")
+        self.checkpoints_in = array("q")
 
     def _read_raw(self) -> bytes:
         data = self.raw.read(self.block)
@@ -296,6 +301,11 @@ class LenientGzip:
                     self.input = b""
                     continue
                 self._new_member()
+            if self.checkpoints_out and self.checkpoints_out[-1] == self.produced:
+                self.checkpoints_in[-1] = self.raw_pos - len(self.input)  # the last call produced nothing
+            else:
+                self.checkpoints_out.append(self.produced)
+                self.checkpoints_in.append(self.raw_pos - len(self.input))
             try:
                 out = self.decoder.decompress(self.input, 1 << 20)
             except zlib.error:
@@ -312,6 +322,18 @@ class LenientGzip:
         index = bisect.bisect_right(self.members, (offset, float("inf"))) - 1
         start, raw_start = self.members[max(index, 0)]
         return str(raw_start) if offset == start else f"{raw_start}+{offset - start}"
+
+    def compressed_position(self, offset: int) -> int:
+        """The compressed bytes consumed before decompressed byte ``offset`` was produced.
+
+        Non-decreasing in ``offset``, and the same in every reading of the file (the inflate calls do
+        not depend on how the caller reads): a file's records can be dealt to parts by compressed
+        byte ranges, whose sizes are known before it is read. A record starting a gzip member gets
+        that member's offset (FastWARC's ``stream_pos``); inside one large member, the position of
+        the last inflate call before it (64 KiB of input at most).
+        """
+        index = bisect.bisect_right(self.checkpoints_out, offset) - 1
+        return self.checkpoints_in[index] if index >= 0 else 0
 
     def _available(self) -> int:
         return len(self.buffer) - self.pos

@@ -8,6 +8,7 @@ is not valid JSON, or has no text, is a reject with its reason, never a crash.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import os
@@ -20,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from curate.readers import ReadBatch, Reader, Task
-from curate.readers.fileio import input_size, open_lenient, open_raw, printable
+from curate.readers.fileio import LenientGzip, input_size, open_lenient, open_raw, printable
+from curate.readers.sizing import byte_ranges, estimated_bytes, part_ranges
 from curate.remote import is_remote
 from curate.schema import doc_id, invalid_utf8
 
@@ -49,16 +51,16 @@ class JsonlReader(Reader):
         return core + [pa.field(n, pa.string()) for n in dict.fromkeys(self.options.keep_fields)
                        if n not in {f.name for f in core}]
 
-    def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
+        """Byte ranges of plain files; parts (compressed byte ranges, each read from the start) of ``.gz``."""
         tasks = []
         for path in paths:
             size = input_size(path) if is_remote(path) or os.path.isfile(path) else 0
-            if path.endswith(".gz") or size <= target_bytes * 1.5:
-                tasks.append(Task(self.source, self.format, path))
-                continue
-            for start in range(0, size, target_bytes):
-                end = min(start + target_bytes, size)
-                tasks.append(Task(self.source, self.format, path, start, None if end == size else end))
+            if path.endswith(".gz"):
+                ranges = part_ranges(size, estimated_bytes(path, size), fanout_bytes)
+            else:
+                ranges = byte_ranges(size, target_bytes, legacy=fanout_bytes is None)
+            tasks += [Task(self.source, self.format, path, start, end) for start, end in ranges]
         return tasks
 
     def read(self, task: Task) -> Iterator[ReadBatch]:
@@ -184,6 +186,9 @@ def _line_blocks(task: Task) -> Iterator[tuple[list[int], list[bytes]]]:
     Every complete line before a corrupt or truncated stretch is yielded before
     the error is raised, so the runner keeps them and quarantines only the rest.
     """
+    if task.path.endswith(".gz") and (task.start or task.end is not None):
+        yield from _gzip_part_blocks(task)
+        return
     chunks = _gzip_chunks(task.path) if task.path.endswith(".gz") else _plain_chunks(task)
     position = max(task.start - 1, 0) if not task.path.endswith(".gz") else 0
     pending = b""
@@ -231,6 +236,37 @@ def _gzip_chunks(path: str) -> Iterator[bytes]:
         if stream.error:
             raise EOFError(f"{stream.error} in {path} (resynced {stream.resyncs}x): every line that "
                            "decompressed was read")
+
+
+def _gzip_part_blocks(task: Task) -> Iterator[tuple[list[int], list[bytes]]]:
+    """The lines of one part of a ``.gz`` file: those whose compressed position is in ``[start, end)``.
+
+    The file is decompressed from its start (lines keep their offsets in the whole decompressed file,
+    so ids are those of an unsplit read), blocks before the part are not split into lines, and reading
+    stops after the part. The last part reads to the end and reports damage as an unsplit read does.
+    """
+    with open_lenient(task.path) as stream:
+        where = stream.compressed_position if isinstance(stream, LenientGzip) else (lambda offset: offset)
+        position, pending = 0, b""
+        while True:
+            chunk = stream.read(BLOCK_BYTES)
+            if not chunk and task.end is None and getattr(stream, "error", None):
+                raise EOFError(f"{stream.error} in {task.path} (resynced {stream.resyncs}x): every line that "
+                               "decompressed was read")
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            block, pending = data[:cut], data[cut:]
+            if block and where(position + len(block) - 1) >= task.start:  # else all before this part
+                offsets, lines, _ = _split(block, position, None)
+                first = bisect.bisect_left(offsets, task.start, key=where)
+                stop = len(offsets) if task.end is None else bisect.bisect_left(offsets, task.end, key=where)
+                if stop > first:
+                    yield offsets[first:stop], lines[first:stop]
+                if stop < len(offsets):
+                    return  # the next line belongs to the next part
+            position += len(block)
+            if not chunk:
+                return
 
 
 def _split(block: bytes, base: int, end: int | None) -> tuple[list[int], list[bytes], bool]:

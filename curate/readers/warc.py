@@ -34,6 +34,8 @@ from curate.readers import ReadBatch, Reader, Task
 from curate.readers.fileio import (BadEncoding, TooLarge, dechunk, decode_html, header_charset, inflate,
                                    looks_like_html, open_lenient, open_raw, input_size, LenientGzip,
                                    printable)
+from curate.readers.sizing import estimated_bytes, owns, part_ranges
+from curate.remote import is_remote
 from curate.schema import CORE_FIELDS, doc_id
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml"})
@@ -113,6 +115,7 @@ class _Record:
     http_required: bool = True  # a WARC response block must start with HTTP headers
     boundary_ok: bool = True     # the next record starts right after Content-Length bytes
     payload_type: str | None = None  # WARC-Identified-Payload-Type: the crawler's sniffed MIME type
+    position: int = 0     # compressed byte position in the file: which part of a file read in parts owns it
 
 
 class _Batches:
@@ -165,9 +168,12 @@ class WarcReader(Reader):
     suffixes = (".warc", ".warc.gz")
     schema = WARC_SCHEMA
 
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
+        return _part_tasks(self, paths, fanout_bytes)
+
     def read(self, task: Task) -> Iterator[ReadBatch]:
         out = _Batches(self.schema, self.batch_rows)
-        for record in self._records(task.path, out):
+        for record in _own_records(task, self._records(task.path, _parser_out(task, out))):
             out.records += 1
             self._handle(task, record, out)
             if out.full():
@@ -257,9 +263,13 @@ class WetReader(Reader):
     schema = WET_SCHEMA
     suffixes = (".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
 
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
+        return _part_tasks(self, paths, fanout_bytes)
+
     def read(self, task: Task) -> Iterator[ReadBatch]:
         out = _Batches(WET_SCHEMA, self.batch_rows)
-        for record in warc_records(task.path, self.options.max_record_bytes, out.skipped):
+        records = warc_records(task.path, self.options.max_record_bytes, _parser_out(task, out).skipped)
+        for record in _own_records(task, records):
             out.records += 1
             if record.kind != "conversion":
                 out.skipped[f"record:{record.kind}"] += 1
@@ -291,6 +301,37 @@ class ArcReader(WarcReader):
 
     def _records(self, path: str, out: _Batches) -> Iterator[_Record]:
         yield from _arc_records(path, self.options.max_record_bytes, out)
+
+
+# -- one file in parts ------------------------------------------------------------------------------------------
+
+
+def _part_tasks(reader: Reader, paths: list[str], fanout_bytes: int | None) -> list[Task]:
+    """An archive cannot be entered in the middle (gzip; and a record boundary is only known by reading up
+    to it): a large one is read whole by each of its parts, each keeping the records whose compressed
+    position falls in its byte range (curate.readers.sizing)."""
+    tasks = []
+    for path in paths:
+        size = input_size(path) if is_remote(path) or os.path.isfile(path) else 0
+        tasks += [Task(reader.source, reader.format, path, start, end)
+                  for start, end in part_ranges(size, estimated_bytes(path, size), fanout_bytes)]
+    return tasks
+
+
+def _own_records(task: Task, records: Iterator[_Record]) -> Iterator[_Record]:
+    """The records of this task's part; skipped ones are parsed but never decoded or extracted."""
+    if task.start == 0 and task.end is None:
+        yield from records
+        return
+    for record in records:
+        if owns(record.position, task.start, task.end):
+            yield record
+
+
+def _parser_out(task: Task, out: _Batches) -> _Batches:
+    """Where the parsers count what they drop for the whole file (broken headers, gzip resyncs, a
+    fallback): the first part's batches; the other parts, which parse the same file, count them nowhere."""
+    return out if task.start == 0 else _Batches(out.schema, out.rows)
 
 
 # -- WARC -------------------------------------------------------------------------------------------------------
@@ -355,6 +396,7 @@ def _fastwarc_records(path: str, max_bytes: int, skipped: Counter) -> Iterator[_
                     damaged = True
                 pending = _Record(
                     location=str(rec.stream_pos),
+                    position=rec.stream_pos,
                     kind=(headers.get("WARC-Type") or "unknown").strip().lower(),
                     url=_clean_uri(headers.get("WARC-Target-URI")),
                     date=_parse_date(headers.get("WARC-Date")),
@@ -554,6 +596,7 @@ def _lenient_warc_records(path: str, max_bytes: int, skipped: Counter) -> Iterat
                 record_type = headers.get("content-type", "")
                 yield _Record(
                     location=location,
+                    position=stream.compressed_position(start) if isinstance(stream, LenientGzip) else start,
                     kind=(headers.get("warc-type") or "unknown").strip().lower(),
                     url=_clean_uri(headers.get("warc-target-uri")),
                     date=_parse_date(headers.get("warc-date")),
@@ -671,6 +714,7 @@ def _arc_records(path: str, max_bytes: int, out: _Batches) -> Iterator[_Record]:
                 url = fields[0].decode("utf-8", "replace")
                 yield _Record(
                     location=stream.location(start) if isinstance(stream, LenientGzip) else str(start),
+                    position=stream.compressed_position(start) if isinstance(stream, LenientGzip) else start,
                     kind="filedesc" if url.startswith("filedesc:") else "response",
                     url=url,
                     date=_arc_date(fields[1:-1]),
