@@ -177,12 +177,18 @@ def run(args, output, inputs, input_list, input_base, fmt, source, stages, overr
     console.print(
         f"[bold]curate[/bold] {summary.tasks_run} tasks run, {summary.tasks_skipped} already done; "
         f"{summary.docs:,} docs kept, {summary.rejects:,} rejected in {summary.seconds:.1f}s "
-        f"(Ray start {summary.ray_start_seconds:.1f}s) -> {output}")
+        f"({_executor_said(summary)}) -> {output}")
     if summary.failed:
         err_console.print(f"[bold red]{len(summary.failed)} task(s) failed[/bold red] (rerun the same command to retry):")
         for task, error in summary.failed.items():
             err_console.print(f"  {task}: {error}")
         sys.exit(EXIT_FAILED)
+
+
+def _executor_said(summary) -> str:
+    if summary.executor == "in-process":
+        return "in process, no Ray"
+    return f"Ray start {summary.ray_start_seconds:.1f}s, stop {summary.ray_stop_seconds:.1f}s"
 
 
 def print_funnel(output: str, by_lang: bool = False) -> None:
@@ -215,6 +221,9 @@ def print_funnel(output: str, by_lang: bool = False) -> None:
         for source, stage, *_, reasons in rows:
             if reasons:
                 console.print(f"  {escape(source)} {escape(stage)}: {escape(reasons)}", highlight=False)
+    from curate.timing import print_timing
+
+    print_timing(con, console)  # the steps between and around tasks too (stats/timing)
     if by_lang:
         lang_table = Table(title="by language")
         for name in ("source", "lang", "kept", "rejected", "kept share"):

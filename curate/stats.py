@@ -1,4 +1,4 @@
-"""DuckDB over a run's output: the views ``docs``, ``rejects`` and ``stats``, and the funnel.
+"""DuckDB over a run's output: the views ``docs``, ``rejects``, ``stats`` and ``timing``, and the funnel.
 
     curate sql out/ "SELECT lang, count(*) FROM docs GROUP BY lang"
     curate stats out/ --db out.duckdb        # then: duckdb out.duckdb
@@ -19,12 +19,17 @@ from curate.params import ConfigError
 from curate import storage
 from curate.remote import exists as remote_exists, is_remote
 
-VIEWS = ("docs", "rejects", "stats")
+VIEWS = ("docs", "rejects", "stats", "timing")
+#: A view's folder under the output, where it is not the view's name: each run's own steps (curate.timing).
+FOLDERS = {"timing": "stats/timing"}
 
 
 def _empty_select(name: str) -> str:
-    if name == "stats":
-        columns = ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in STATS_SCHEMA)
+    if name in ("stats", "timing"):
+        from curate.timing import TIMING_SCHEMA
+
+        schema = STATS_SCHEMA if name == "stats" else TIMING_SCHEMA
+        columns = ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in schema)
     else:
         columns = "NULL::VARCHAR AS id, NULL::VARCHAR AS source, NULL::VARCHAR AS text, NULL::VARCHAR AS url, " \
                   "NULL::VARCHAR AS path"
@@ -52,13 +57,14 @@ class NotAnOutput(ConfigError):
 def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
     """The view over ``output/name/*.parquet``: absolute, or relative to the folder ``relative_to``;
     an output in an object store (``s3://...``) is read there (``connect`` registers its filesystem)."""
+    folder = FOLDERS.get(name, name)
     if is_remote(output):
-        pattern = output.rstrip("/") + f"/{name}/*.parquet"
+        pattern = output.rstrip("/") + f"/{folder}/*.parquet"
         if not storage.glob(pattern):  # listings are not cached: a run may have just written these
             return _empty_select(name)
         escaped = pattern.replace("'", "''")
         return f"SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
-    pattern = os.path.join(os.path.abspath(output), name, "*.parquet")
+    pattern = os.path.join(os.path.abspath(output), *folder.split("/"), "*.parquet")
     if not glob.glob(pattern):
         return _empty_select(name)
     if relative_to is not None:

@@ -89,12 +89,38 @@ class RunTimer:
         return path
 
 
-def timing_rows(con) -> list[tuple]:
-    """(stage, step, seconds, runs, executors) summed over the output's runs, in the order they ran."""
-    return con.execute("""
-        SELECT stage, step, sum(seconds) AS seconds, count(DISTINCT run) AS runs,
-               string_agg(DISTINCT executor, ', ') AS executors
+def timing_rows(con) -> list[tuple[str, int | None, float]]:
+    """(what, tasks, seconds) summed over the output's runs, in the order the steps ran."""
+    rows = con.execute("""
+        SELECT segment, stage, step, sum(tasks) AS tasks, sum(seconds) AS seconds
         FROM timing
-        GROUP BY stage, step
-        ORDER BY min(coalesce(segment, -1) * 0 + position), stage, step
+        GROUP BY segment, stage, step
+        ORDER BY min(position), segment NULLS FIRST, stage, step
     """).fetchall()
+    return [(_label(segment, stage, step), None if tasks is None else int(tasks), float(seconds))
+            for segment, stage, step, tasks, seconds in rows]
+
+
+def _label(segment: int | None, stage: str | None, step: str) -> str:
+    if step == "tasks" and segment is not None:
+        return f"segment {segment} tasks ({stage})"
+    return f"{stage}: {step}" if stage else step
+
+
+def print_timing(con, console) -> None:
+    """The table of where the time went (after the funnel); nothing for an output written before it existed."""
+    from rich.table import Table
+
+    rows = timing_rows(con)
+    if not rows:
+        return
+    runs, executors = con.execute("SELECT count(DISTINCT run), string_agg(DISTINCT executor, ', ') FROM timing").fetchone()
+    total = sum(seconds for _, _, seconds in rows)
+    table = Table(title=f"where the time went: {total:.1f} s in {runs} run{'s' if runs != 1 else ''} "
+                        f"({executors}; stats/timing)", title_justify="left")
+    for name, justify in (("step", "left"), ("tasks", "right"), ("s", "right"), ("share", "right")):
+        table.add_column(name, justify=justify)
+    for what, tasks, seconds in rows:
+        table.add_row(what, "" if tasks is None else f"{tasks:,}", f"{seconds:.2f}",
+                      f"{seconds / total:.0%}" if total > 0 else "")
+    console.print(table)
