@@ -184,6 +184,15 @@ class _Worker:
         with self.lock:
             return dict(self.current)
 
+    def ready(self) -> bool:
+        """Answered once the actor runs: only then does the pool give it a task."""
+        return True
+
+
+#: How long a pool with tasks left but no live worker waits for a new one to start before it gives up
+#: on those tasks (counted failed: a rerun resumes them). Ray keeps trying to place the workers meanwhile.
+NO_WORKER_TIMEOUT_S = float(os.environ.get("CURATE_NO_WORKER_TIMEOUT_S", 300))
+
 
 class WorkerPool:
     """Runs a segment's tasks on Ray actors (``executor = "ray"``); ``curate.local.LocalPool`` is its
@@ -247,7 +256,12 @@ class WorkerPool:
         readers_ref = ray.put(readers)
         cwd = os.getcwd()
         actors = [remote_worker.remote(plan_ref, readers_ref, cwd) for _ in range(n_actors)]
-        idle = list(actors)
+        # An actor gets tasks only once it answers ``ready``: a replacement for a worker lost with its
+        # node may never be placed (the CPUs left are held by the other actors), and a task handed to
+        # it would wait forever. Until then it only waits in ``starting``; the live actors take the work.
+        starting = {actor.ready.remote(): actor for actor in actors}
+        waiting_since = time.monotonic()
+        idle: list = []
         pending = deque(tasks)
         attempts: dict[int, int] = {}
         inflight: dict = {}
@@ -267,8 +281,16 @@ class WorkerPool:
                     ref = actor.run.remote(task)
                     inflight[ref] = (actor, task)
                     bars[ref] = progress.add_task(f"  {task_id_for(task, plan.segment)}", total=None, info="starting")
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+                ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=0.5)
                 for ref in ready:
+                    if ref in starting:
+                        actor = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                            idle.append(actor)
+                        except (RayActorError, WorkerCrashedError):
+                            pass  # died before it ran anything: the others (or a later node) do the work
+                        continue
                     actor, task = inflight.pop(ref)
                     progress.remove_task(bars.pop(ref))
                     try:
@@ -277,13 +299,12 @@ class WorkerPool:
                         dead = not isinstance(err, RayTaskError)
                         if not dead:
                             idle.append(actor)
-                        elif _cpus_alive() > len(idle) + len(inflight) or not (idle or inflight):
-                            # the worker process died (OOM, segfault): replace it. When its whole node
-                            # went, the pool shrinks instead: a replacement would wait forever for a CPU
-                            # the other actors hold, and the task goes to a live actor elsewhere.
+                        else:
+                            # the worker process died (OOM, segfault) or its node went: a replacement
+                            # starts where Ray finds a CPU; it takes tasks once it is up (see ``starting``)
                             actor = remote_worker.remote(plan_ref, readers_ref, cwd)
                             actors.append(actor)
-                            idle.append(actor)
+                            starting[actor.ready.remote()] = actor
                         attempts[task.index] = attempts.get(task.index, 0) + 1
                         if attempts[task.index] <= max_retries:
                             pending.append(task)
@@ -296,6 +317,15 @@ class WorkerPool:
                     docs_total += outcome.docs
                     on_done(outcome, task)
                     progress.update(overall, advance=1, info=f"{docs_total:,} docs kept")
+                if idle or inflight or not starting:
+                    waiting_since = time.monotonic()
+                elif pending and time.monotonic() - waiting_since > NO_WORKER_TIMEOUT_S:
+                    for task in pending:  # every worker is gone and none can be started
+                        failed[task_id_for(task, plan.segment)] = (
+                            f"no worker could be started for {NO_WORKER_TIMEOUT_S:.0f} s: the cluster has no free CPU")
+                        progress.advance(overall)
+                    pending.clear()
+                    break
                 if self.show_progress and inflight:
                     self._refresh_bars(progress, inflight, bars)
         for actor in actors:
@@ -325,16 +355,6 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _cpus_alive() -> int:
-    """CPUs of the nodes alive now (a node that died is dropped from the cluster's resources)."""
-    import ray
-
-    try:
-        return int(ray.cluster_resources().get("CPU", 0))
-    except Exception:  # noqa: BLE001 - the GCS busy with the failure: be conservative, shrink
-        return 0
-
-
 def _short_error(err: Exception) -> str:
     text = str(err).strip().splitlines()
     tail = [line for line in text if line.strip()][-1:] or [type(err).__name__]
@@ -355,10 +375,8 @@ def choose_executor(setting: str, *, workers: int | None, address: str | None, w
     A cluster address, or a Ray this process is already connected to (a test, a notebook), means Ray:
     its workers are there already. ``--workers 1`` means in process: one worker is the driver itself.
     """
+    check_executor(setting, address, file)
     if address:
-        if setting == IN_PROCESS:
-            raise ConfigError("run.executor: in-process cannot run on a cluster (--address / RAY_ADDRESS); "
-                              "use auto or ray, or drop the address", file=file, key="run.executor")
         return RAY, f"cluster {address}"
     if setting == RAY:
         return RAY, "run.executor=ray"
@@ -372,6 +390,13 @@ def choose_executor(setting: str, *, workers: int | None, address: str | None, w
         return IN_PROCESS, (f"small run: {work_mb:.3g} MB of input x stages <= run.in_process_mb={limit_mb:g} "
                             "(--set run.executor=ray to use Ray anyway)")
     return RAY, f"{work_mb:.3g} MB of input x stages > run.in_process_mb={limit_mb:g}"
+
+
+def check_executor(setting: str, address: str | None, file: str | None = None) -> None:
+    """Before anything is written: a setting that cannot hold for this run is a usage error."""
+    if address and setting == IN_PROCESS:
+        raise ConfigError("in-process cannot run on a cluster (--address / RAY_ADDRESS); use auto or ray, "
+                          "or drop the address", file=file or "command line", key="run.executor")
 
 
 def open_pool(setting: str, workers: int | None, address: str | None, *, work_mb: float, limit_mb: float,

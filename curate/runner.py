@@ -538,6 +538,9 @@ class Runner:
         summary = RunSummary(self.output)
         self.timer = RunTimer()  # where the time goes: stats/timing/ (curate.timing)
         self._check_output()
+        from curate.pool import check_executor
+
+        check_executor(self.config.run.executor, self.address, self.config.file)
         self.sizing = sizing_for_run(self._path(MANIFEST), self.fingerprint, self.config.run.task_mb,
                                      None if self.address else self.workers or os.cpu_count() or 1)
         tasks, readers, inputs = plan_tasks(self.config, self.sizing)

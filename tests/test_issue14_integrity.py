@@ -228,7 +228,8 @@ def test_an_unreadable_subfolder_is_counted_and_reported(tmp_path):
     os.chmod(inputs / "locked", 0)
     try:
         proc = subprocess.Popen([*no_dac_prefix(), *CURATE, "run", "-i", "in", "-f", "jsonl", "--stages", "length",
-                                 "-o", "out", "--no-progress", "-w", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 "-o", "out", "--no-progress", "-w", "1", "--set", "run.executor=ray"],
+                                cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         stdout, stderr = proc.communicate(timeout=300)
     finally:

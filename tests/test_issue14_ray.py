@@ -50,7 +50,7 @@ def test_killing_the_driver_takes_its_ray_processes_and_folder_with_it(tmp_path)
     (tmp_path / "pipeline.yaml").write_text(
         "inputs:\n  - {source: web, format: jsonl, paths: [in.jsonl]}\n"
         "stages:\n  - length\n  - curate.tests.pipeline_stages:Slow: {seconds_per_batch: 1.0}\n"
-        "run: {batch_rows: 50}\n")
+        "run: {batch_rows: 50, executor: ray}\n")  # a small run would run in process, without Ray
     proc = subprocess.Popen([*CURATE, "run", "pipeline.yaml", "-o", "out", "--no-progress", "-w", "1"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

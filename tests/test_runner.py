@@ -203,7 +203,7 @@ def test_kill_9_mid_run_then_resume_gives_every_document_once(tmp_path):
     (tmp_path / "pipeline.yaml").write_text(
         "inputs:\n  - {source: web, format: jsonl, paths: ['part*.jsonl']}\n"
         f"stages:\n  - length\n  - {TEST_STAGES}:Slow: {{seconds_per_batch: 0.3}}\n"
-        "run: {batch_rows: 50}\n")
+        "run: {batch_rows: 50, executor: ray}\n")  # orphaned Ray workers of a killed driver: the hard case
     out = tmp_path / "out"
     proc = subprocess.Popen([*CURATE, "run", "pipeline.yaml", "-o", str(out), "-w", "2", "--no-progress"],
                             cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
