@@ -1,9 +1,9 @@
-"""The cached encoder on text it has never seen (#16): segments cut at line breaks too.
+"""The encoder's shortcuts on text it has never seen (#16): rank BPE and the segment cache.
 
-Exactness is what matters: with the shortcut (segments cut at line breaks, so a word at a line
-end is looked up as the same word elsewhere) the ids must be SentencePiece's own, on the first
-pass over a text as on later ones, and the shortcut must switch itself off for a model where it
-would not be exact.
+Exactness is what matters: with either shortcut (rank BPE: SentencePiece's merges run by
+tiktoken's core; the segment cache, with segments cut at line breaks too) the ids must be
+SentencePiece's own, on the first pass over a text as on later ones, and each shortcut must switch
+itself off for a model where it would not be exact.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def check_exact(encoder: Encoder, texts: list[str]) -> None:
 
 
 def test_unseen_text_encodes_exactly(model, texts):
-    encoder = Encoder(model)
-    assert encoder.cached and encoder.newline_split
+    encoder = Encoder(model, rank_bpe=False)
+    assert encoder.cached and encoder.newline_split and encoder.rank_bpe is None
     check_exact(encoder, texts)
 
 
@@ -80,10 +80,75 @@ def test_shortcuts_step_aside_where_they_would_not_be_exact(model, texts, shared
     proto = model_pb2.ModelProto()
     proto.ParseFromString(model)
     with_newline = append_pieces(proto, ["d\nT", "\n\n"])
-    encoder = Encoder(with_newline.SerializeToString())
+    encoder = Encoder(with_newline.SerializeToString(), rank_bpe=False)
     assert encoder.cached and not encoder.newline_split
     check_exact(encoder, texts + ["and\nThe end\n\nThe"])
 
     encoder = Encoder(trained(shared_data, str(tmp_path), byte_fallback=False))
     assert encoder.cached and not encoder.newline_split
+    assert encoder.rank_bpe is None and encoder.rank_bpe_off == "no byte fallback"
     check_exact(encoder, texts)
+
+
+@pytest.fixture(scope="module")
+def unseen(shared_data, texts) -> list[str]:
+    """Real text the model was not trained on, in many scripts: news articles, the 75 languages of
+    Lingua's sentences (characters outside the vocabulary: byte fallback), Chinese Wikipedia, UD
+    Chinese, plus the edge cases above."""
+    out = list(texts)
+    with open(shared_data / "html_extraction" / "scrapinghub-article-extraction-benchmark" / "ground-truth.json",
+              encoding="utf-8") as f:
+        out += [page["articleBody"] for page in json.load(f).values() if page.get("articleBody")][:40]
+    for path in sorted(glob.glob(str(shared_data / "langid" / "lingua" / "sentences" / "*.txt"))):
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")[:40]
+        out += [" ".join(lines[i:i + 8]) for i in range(0, len(lines), 8)]
+    with open(shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl", encoding="utf-8") as f:
+        out += [json.loads(line)["text"] for line in list(f)[60:160]]
+    with open(shared_data / "chinese" / "ud-chinese-gsdsimp" / "sentences.jsonl", encoding="utf-8") as f:
+        sentences = [json.loads(line)["text"] for line in f][:200]
+    out += [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]  # Chinese with spaces: rank BPE
+    out += ["emoji 😀🙈 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ǅ ﬁ", "\u2581\u2581 x \u2581", "tab\tseparated\tvalues\n", "  two  spaces  ",
+            "中文 mixed 混合 text 文本", "ḁ̴̢̛̛ combining marks ē̄"]
+    return out
+
+
+def test_rank_bpe_equals_sentencepiece_on_unseen_text(model, unseen):
+    pytest.importorskip("tiktoken")
+    encoder = Encoder(model)
+    assert encoder.rank_bpe is not None, encoder.rank_bpe_off
+    check_exact(encoder, unseen)
+    # the flat form a worker writes (EOS after each text) equals the segment cache's, and so do the lengths
+    cache = Encoder(model, rank_bpe=False)
+    for batch in batches(unseen, 100):
+        flat, lengths = encoder.encode_flat(batch, 2)
+        want_flat, want_lengths = cache.encode_flat(batch, 2)
+        assert flat.tolist() == want_flat.tolist() and lengths.tolist() == want_lengths.tolist()
+        flat, lengths = encoder.encode_flat(batch, -1)
+        assert flat.tolist() == [i for ids in encoder.sp.encode(batch) for i in ids]
+    # characters outside the vocabulary went through byte fallback, some of them through a leading-bytes rank
+    ids = [i for ids in encoder.encode(unseen) for i in ids]
+    assert any(encoder.proto.pieces[i].type == model_pb2.ModelProto.SentencePiece.BYTE for i in ids)
+    stray = set(encoder.rank_bpe.spelled_ranks())
+    assert any(rank in stray for text in unseen for rank in encoder.rank_bpe.encoding.encode_ordinary(text))
+
+
+def test_rank_bpe_steps_aside_where_it_would_not_be_exact(model, texts):
+    """Ties in score, a piece SentencePiece can never produce from its own text, user-defined pieces:
+    each turns rank BPE off (the segment cache takes over, still exact)."""
+    pytest.importorskip("tiktoken")
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    Piece = model_pb2.ModelProto.SentencePiece
+    tied = model_pb2.ModelProto()
+    tied.CopyFrom(proto)
+    normal = [p for p in tied.pieces if p.type == Piece.NORMAL and len(p.piece) > 1]
+    normal[5].score = normal[6].score
+    dead = append_pieces(proto, ["\u2581qqqqqqqqqqqq"])
+    user = model_pb2.ModelProto()
+    user.CopyFrom(proto)
+    user.pieces.append(Piece(piece="<sep>", score=0.0, type=Piece.USER_DEFINED))
+    for changed, why in ((tied, "same score"), (dead, "own text"), (user, "user-defined")):
+        encoder = Encoder(changed.SerializeToString())
+        assert encoder.rank_bpe is None and why in encoder.rank_bpe_off
+        check_exact(encoder, texts + ["a qqqqqqqqqqqq b <sep> c"])

@@ -86,6 +86,10 @@ class RankBPE:
         self.spelled = spelled
         self.end, self.whole = end, whole  # ranks (past the vocabulary) of DOC_END and WHOLE
 
+    def spelled_ranks(self) -> list[int]:
+        """The ranks of leading bytes that are no piece (spelled out as byte pieces when left over)."""
+        return np.flatnonzero(self.table <= PARTIAL).tolist()
+
     @classmethod
     def build(cls, proto: model_pb2.ModelProto, lines: bool, bare_sp) -> tuple[RankBPE | None, str]:
         """(the ranks, "") when encoding with them is exact for ``proto``; else (None, why not).
