@@ -124,21 +124,19 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     for table in read_documents(item, counts, params.text_field, txt_doc_chars=None):
         for start in range(0, table.num_rows, params.batch_docs):
             batch = table.slice(start, params.batch_docs)
-            sources = batch["source"].to_pylist()
-            for source in dict.fromkeys(sources):
-                part = batch if len(set(sources)) == 1 else batch.filter(pc.equal(batch["source"], source))
-                texts = part["text"].to_pylist()
-                flat, lengths = encoder.encode_flat(texts, eos_id)
-                langs = part["lang"].to_pylist()
+            sources = pc.unique(batch["source"]).to_pylist()  # in order of first appearance
+            for source in sources:
+                part = batch if len(sources) == 1 else batch.filter(pc.equal(batch["source"], source))
+                flat, lengths = encoder.encode_flat(part["text"].to_pylist(), eos_id)
                 if source not in writers:
                     writers[source] = _ShardWriter(output, source, task, dtype)
-                writers[source].write(part["id"].to_pylist(), langs, flat, lengths)
-                text_bytes = pc.binary_length(part["text"]).to_pylist()
-                for lang, n_tokens, n_bytes in zip(langs, lengths.tolist(), text_bytes):
-                    key = (source, lang)
-                    totals[key]["docs"] += 1
-                    totals[key]["tokens"] += n_tokens
-                    totals[key]["bytes"] += n_bytes
+                writers[source].write(part["id"].to_pylist(), part["lang"].to_pylist(), flat, lengths)
+                # per language of the batch, not per document: one group-by in Arrow
+                sums = pa.table({"lang": part["lang"], "tokens": lengths, "bytes": pc.binary_length(part["text"])}) \
+                    .group_by("lang").aggregate([("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+                for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
+                                                         ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
+                    totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
     shards = {source: writer.commit() for source, writer in writers.items()}
     rows = [{"task": task, "source": s, "lang": lang, "docs": c["docs"], "tokens": c["tokens"],
              "bytes": c["bytes"], "shard": shards[s]} for (s, lang), c in sorted(totals.items(), key=str)]
