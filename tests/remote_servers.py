@@ -25,9 +25,11 @@ def free_port() -> int:
 class RangeHandler(SimpleHTTPRequestHandler):
     """``http.server`` with ``Range: bytes=a-b`` (206 answers) and two ways to fail on purpose:
     paths under ``/flaky/`` answer 503 to the first ``flaky_failures`` GETs of each range, paths under
-    ``/broken/`` answer every GET with 503 (HEAD works: planning succeeds, reading fails)."""
+    ``/broken/`` answer every GET with 503 (HEAD works: planning succeeds, reading fails). Every GET waits
+    ``delay_s`` seconds first (a slow server: lets a test stop a run while it is working)."""
 
     flaky_failures = 2
+    delay_s = 0.0
     failures: dict = {}
     lock = threading.Lock()
 
@@ -45,6 +47,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self._serve(head=True)
 
     def do_GET(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if self.path.startswith("/broken/"):
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
             return
@@ -96,7 +100,9 @@ class HttpServer:
     """Serves ``root`` on 127.0.0.1 in a thread; ``url`` is its base URL (no trailing slash)."""
 
     def __init__(self, root: Path):
-        handler = lambda *a, **k: RangeHandler(*a, directory=str(root), **k)  # noqa: E731
+        # a class of its own: ``self.handler.delay_s`` slows this server only
+        self.handler = type("ServerRangeHandler", (RangeHandler,), {"delay_s": 0.0})
+        handler = lambda *a, **k: self.handler(*a, directory=str(root), **k)  # noqa: E731
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -7,6 +7,10 @@ memory stays bounded by the batch size whatever the corpus size.
 Curated output is a run directory (``DIR`` with ``DIR/docs/*.parquet``) or the
 ``docs`` folder itself; its ``source`` and ``lang`` columns are kept. Plain
 inputs take their source name from ``--source``.
+
+A run written to an object store (``s3://bucket/run/``, ``gs://``) is read there: its
+``docs/*.parquet`` are listed through ``curate.storage`` and read by range requests
+(``curate.remote``), with the store's usual credentials.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from curate import storage
 from curate.schema import doc_id
 
 FORMATS = ("curated", "parquet", "jsonl", "txt")
@@ -93,6 +98,9 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
         raise InputError(f"unknown format {fmt!r} (known: auto, {', '.join(FORMATS)})")
     found: list[InputFile] = []
     for pattern in paths:
+        if storage.is_remote(pattern):
+            found += _remote_input_files(pattern, fmt, source)
+            continue
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise PathError(f"{pattern}: no such file")
@@ -122,6 +130,42 @@ def input_files(paths: list[str], fmt: str = "auto", source: str = "input") -> l
     if not unique:
         raise PathError(f"no input files in {', '.join(paths)}")
     return unique
+
+
+def _remote_input_files(pattern: str, fmt: str, source: str) -> list[InputFile]:
+    """A run in an object store (its ``manifest.json`` is there: its ``docs/*.parquet``), or remote
+    files (a glob, or one object). Errors of the store (no bucket, no credentials) are one line
+    (``curate.remote``: a ``ConfigError``)."""
+    from curate.remote import exists, glob as remote_glob
+
+    base = pattern.rstrip("/")
+    if not glob.has_magic(base) and fmt in ("auto", "curated") and exists(storage.join(base, "manifest.json")):
+        docs = remote_glob(storage.join(base, "docs", "*.parquet"))
+        if not docs:
+            raise InputError(f"{pattern}: a curate output with no documents (no docs/*.parquet: every document "
+                             "was rejected, or the run has not finished; `curate stats` shows why)")
+        return [InputFile(p, "curated", "") for p in docs]
+    if fmt == "curated":
+        raise PathError(f"{pattern}: not a curate output (no manifest.json there)")
+    matches = remote_glob(base) if glob.has_magic(base) else ([base] if exists(base) else [])
+    if not matches:
+        raise PathError(f"{pattern}: no such file")
+    found = []
+    for path in matches:
+        file_format = fmt if fmt != "auto" else _guess_format(path)
+        if file_format is None:
+            raise PathError(f"{path}: cannot tell the format from the name; pass --format")
+        found.append(InputFile(path, file_format, source))
+    return found
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file, local or remote (read by range requests: the footer, then the columns asked for)."""
+    return pq.ParquetFile(storage.open_read(path)) if storage.is_remote(path) else pq.ParquetFile(path)
+
+
+def _size(path: str) -> int:
+    return storage.size(path) if storage.is_remote(path) else os.path.getsize(path)
 
 
 def _guess_format(path: str) -> str | None:
@@ -163,7 +207,7 @@ def read_documents(item: InputFile, counts: ReadCounts | None = None, text_field
 
 def _parquet_batches(item: InputFile, text_field: str) -> Iterator[pa.Table]:
     try:
-        parquet = pq.ParquetFile(item.path)
+        parquet = _parquet(item.path)
     except Exception as err:
         raise InputError(f"{item.path}: not a readable Parquet file ({err})") from None
     names = parquet.schema_arrow.names
@@ -250,15 +294,15 @@ def estimated_text_bytes(item: InputFile, text_field: str = "text") -> int:
     """Text bytes in a file, from Parquet metadata or the file size (cheap; no full read)."""
     if item.format in ("curated", "parquet"):
         try:
-            meta = pq.ParquetFile(item.path).metadata
+            meta = _parquet(item.path).metadata
         except Exception:
-            return os.path.getsize(item.path)
+            return _size(item.path)
         names = [meta.schema.column(i).name for i in range(meta.num_columns)]
         if text_field not in names:
-            return os.path.getsize(item.path)
+            return _size(item.path)
         col = names.index(text_field)
         return sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
-    size = os.path.getsize(item.path)
+    size = _size(item.path)
     return size * 3 if item.path.endswith(".gz") else size
 
 
@@ -275,7 +319,7 @@ def source_bytes(files: list[InputFile], text_field: str = "text") -> dict[str, 
             totals[item.source] += estimated_text_bytes(item, text_field)
             continue
         try:
-            parquet = pq.ParquetFile(item.path)
+            parquet = _parquet(item.path)
             meta = parquet.metadata
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             text_col = names.index(text_field)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.remote import is_remote
 from curate.schema import doc_id
 from curate.tokenizers.corpus import InputFile, ReadCounts, read_documents
 from curate.tokenizers.encoder import Encoder
@@ -53,7 +54,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def task_name(item: InputFile) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(item.path).split(".")[0])[:40] or "input"
-    return f"{stem}-{doc_id(item.source, os.path.abspath(item.path))[:12]}"
+    return f"{stem}-{doc_id(item.source, item.path if is_remote(item.path) else os.path.abspath(item.path))[:12]}"
 
 
 def source_dir(source: str) -> str:
@@ -153,6 +154,14 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
             "cpu_seconds": time.process_time() - cpu_started}
 
 
+def _input_size(path: str) -> int:
+    if is_remote(path):
+        from curate import storage
+
+        return storage.size(path)
+    return os.path.getsize(path)
+
+
 def _clean_partial(output: str, tasks: set[str]) -> None:
     """Remove what killed attempts at ``tasks`` left behind (temporary files, uncommitted shards)."""
     for root, _, names in os.walk(output):
@@ -199,9 +208,14 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
 
     from curate.pool import start_ray
 
-    # Ray workers start in their own directory: everything they open must be absolute
+    # Ray workers start in their own directory: everything they open must be absolute. Inputs may be in
+    # an object store (a run written to s3://...); the tokens are written to a local folder.
+    if is_remote(output):
+        raise ValueError(f"--output {output}: token shards are written to a local folder (training memory-maps "
+                         "them); give a local path, and copy the folder to the store afterwards if needed")
     output = os.path.abspath(output)
-    files = [dataclasses.replace(item, path=os.path.abspath(item.path)) for item in files]
+    files = [item if is_remote(item.path) else dataclasses.replace(item, path=os.path.abspath(item.path))
+             for item in files]
     with open(tokenizer_path, "rb") as f:
         model = f.read()
     meta = write_meta(output, model, tokenizer_path)
@@ -225,7 +239,7 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
             remote = ray.remote(num_cpus=1, max_retries=0)(tokenize_task)
             model_ref = ray.put(model)
             # biggest inputs first: the last tasks to finish are the short ones
-            order = sorted(todo, key=lambda t: -os.path.getsize(todo[t].path))
+            order = sorted(todo, key=lambda t: -_input_size(todo[t].path))
             pending = {remote.remote(todo[t], t, model_ref, output, params, meta): t for t in order}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
