@@ -1,8 +1,12 @@
 """Deduplication across the whole run: URL, exact text, and MinHash-LSH near-duplicates.
 
-``run`` is a sequence of Ray steps over files in ``workdir`` (each task leaves a
+``run`` is a sequence of steps over files in ``workdir`` (each task leaves a
 ``_done/<step>-<n>.json`` marker holding its result, so a rerun skips what
-finished):
+finished). ``workdir`` and the shards may be local or in an object store
+(``s3://``; every file goes through ``curate.storage``), so the tasks can run on
+Ray nodes that share no disk. The tasks run on actors of the stage's own
+(``curate.pool.step_runner``), ended when the last step is done, or in this
+process when no Ray runs:
 
 1. ``map``     per shard: node key, URL key, exact-text hash, MinHash signature
                and band keys; keys are written hash-partitioned (the shuffle).
@@ -24,10 +28,8 @@ rejects the losers.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -38,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from curate import storage
 from curate.schema import ID, TEXT, URL
 from curate.stage import GlobalStage, StageResult
 from curate.stages import dedup_graph as graph
@@ -179,14 +182,19 @@ def _write_partitioned(columns: dict[str, np.ndarray], by: np.ndarray, root: str
         rows = order[bounds[q] : bounds[q + 1]]
         if rows.size:
             table = pa.table({k: v[rows] for k, v in columns.items()})
-            graph.write_atomic(table, os.path.join(root, f"p{q}", f"{name}.parquet"))
+            graph.write_atomic(table, storage.join(root, f"p{q}", f"{name}.parquet"))
 
 
-def _read_dir(directory: str, columns: list[str] | None = None) -> pa.Table | None:
-    files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+_read_dir = graph.read_dir
+
+
+def row_count(path: str) -> int:
+    """Rows of a Parquet file from its footer alone (remote: a few range requests, not the whole file)."""
+    if not storage.is_remote(path):
+        return pq.ParquetFile(path).metadata.num_rows
+    fs, inner = storage.pyarrow_filesystem(path)
+    with fs.open_input_file(inner) as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 # ---------------------------------------------------------------- steps (run as Ray tasks)
@@ -195,7 +203,7 @@ def _read_dir(directory: str, columns: list[str] | None = None) -> pa.Table | No
 def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, workdir: str, partitions: int) -> dict:
     """Keys, signatures and band keys of one shard, shuffled into partition files."""
     bands, rows = params.band_shape()
-    parquet = pq.ParquetFile(shard)
+    parquet = storage.parquet_file(shard)
     names = set(parquet.schema_arrow.names)
     wanted = [c for c in (ID, TEXT, URL, params.lang_column, params.quality_column, params.fetch_time_column) if c in names]
     keys_all, ids_all, url_h, url_k, url_t, ex_h, ex_k, band_k, band_n, sig_k, sig_v = ([] for _ in range(11))
@@ -249,35 +257,35 @@ def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, wo
             if params.verify:
                 sig_k.append(sig_keys)
                 sig_v.append(signature)
-    out = os.path.join(workdir, "map", f"s{index}")
+    out = storage.join(workdir, "map", f"s{index}")
     name = f"s{index}"
     cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
     docs = int(ordinal - ordinal_base)
     ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in ids_all]) if ids_all else pa.array([], pa.string())
-    graph.write_atomic(pa.table({"key": cat(keys_all, np.int64), "id": pc.cast(ids, pa.string())}), os.path.join(out, "ids.parquet"))
+    graph.write_atomic(pa.table({"key": cat(keys_all, np.int64), "id": pc.cast(ids, pa.string())}), storage.join(out, "ids.parquet"))
     if url_h:
         h = cat(url_h, np.uint64)
         _write_partitioned({"h": h, "fetch": cat(url_t, np.int64), "key": cat(url_k, np.int64)}, graph.node_partition(h, partitions),
-                           os.path.join(workdir, "url"), name, partitions)
+                           storage.join(workdir, "url"), name, partitions)
     if ex_h:
         h = cat(ex_h, np.uint64)
-        _write_partitioned({"h": h, "key": cat(ex_k, np.int64)}, graph.node_partition(h, partitions), os.path.join(workdir, "exact"), name, partitions)
+        _write_partitioned({"h": h, "key": cat(ex_k, np.int64)}, graph.node_partition(h, partitions), storage.join(workdir, "exact"), name, partitions)
     if params.fuzzy:
         h = cat(band_k, np.uint64)
-        _write_partitioned({"h": h, "key": cat(band_n, np.int64)}, graph.node_partition(h, partitions), os.path.join(workdir, "band"), name, partitions)
+        _write_partitioned({"h": h, "key": cat(band_n, np.int64)}, graph.node_partition(h, partitions), storage.join(workdir, "band"), name, partitions)
     if sig_k:
         sig_keys = cat(sig_k, np.int64)
         matrix = np.concatenate(sig_v) if sig_v else np.zeros((0, params.num_perm), np.uint32)
         order = np.argsort(sig_keys)
         width = 4 * params.num_perm
         blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(order), [None, pa.py_buffer(np.ascontiguousarray(matrix[order]).tobytes())])
-        graph.write_atomic(pa.table({"key": sig_keys[order], "sig": blob}), os.path.join(out, "sig.parquet"))
+        graph.write_atomic(pa.table({"key": sig_keys[order], "sig": blob}), storage.join(out, "sig.parquet"))
     return {"docs": docs, "no_text": skipped}
 
 
 def _losers(workdir: str, steps: tuple[str, ...]) -> np.ndarray:
     """Sorted keys of every document already rejected by the given steps."""
-    parts = [t["loser"].to_numpy() for step in steps if (t := _read_dir(os.path.join(workdir, step))) is not None]
+    parts = [t["loser"].to_numpy() for step in steps if (t := _read_dir(storage.join(workdir, step))) is not None]
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
@@ -300,32 +308,32 @@ def group_winners(h: np.ndarray, rank: np.ndarray, keys: np.ndarray) -> tuple[np
 
 
 def url_partition(workdir: str, q: int) -> dict:
-    table = _read_dir(os.path.join(workdir, "url", f"p{q}"))
+    table = _read_dir(storage.join(workdir, "url", f"p{q}"))
     if table is None:
         return {"losers": 0}
     fetch = table["fetch"].to_numpy()
     # Latest fetch first: rank by negated time (the min int64 sentinel stays last).
     rank = np.where(fetch == np.iinfo(np.int64).min, np.iinfo(np.int64).max, -fetch)
     loser, winner = group_winners(table["h"].to_numpy(), rank, table["key"].to_numpy())
-    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), os.path.join(workdir, "url_out", f"p{q}.parquet"))
+    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), storage.join(workdir, "url_out", f"p{q}.parquet"))
     return {"losers": int(loser.size)}
 
 
 def exact_partition(workdir: str, q: int) -> dict:
-    table = _read_dir(os.path.join(workdir, "exact", f"p{q}"))
+    table = _read_dir(storage.join(workdir, "exact", f"p{q}"))
     if table is None:
         return {"losers": 0}
     keys = table["key"].to_numpy()
     alive = ~_in_sorted(keys, _losers(workdir, ("url_out",)))
     h, keys = table["h"].to_numpy()[alive], keys[alive]
     loser, winner = group_winners(h, np.zeros(h.size, np.int64), keys)
-    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), os.path.join(workdir, "exact_out", f"p{q}.parquet"))
+    graph.write_atomic(pa.table({"loser": loser, "winner": winner}), storage.join(workdir, "exact_out", f"p{q}.parquet"))
     return {"losers": int(loser.size)}
 
 
 def band_partition(workdir: str, q: int, partitions: int, shard_offsets: np.ndarray, verify: bool) -> dict:
     """Documents sharing a band key become a star of candidate edges around the smallest key."""
-    table = _read_dir(os.path.join(workdir, "band", f"p{q}"))
+    table = _read_dir(storage.join(workdir, "band", f"p{q}"))
     if table is None:
         return {"candidates": 0}
     keys = table["key"].to_numpy()
@@ -337,15 +345,15 @@ def band_partition(workdir: str, q: int, partitions: int, shard_offsets: np.ndar
     centre = keys[np.flatnonzero(first)][np.cumsum(first) - 1] if h.size else keys
     src, dst = graph.unique_edges(centre[~first], keys[~first])
     if verify:
-        _write_partitioned({"a": dst, "b": src}, shard_of(dst, shard_offsets), os.path.join(workdir, "cand"), f"b{q}",
+        _write_partitioned({"a": dst, "b": src}, shard_of(dst, shard_offsets), storage.join(workdir, "cand"), f"b{q}",
                            len(shard_offsets) - 1)
     else:
-        graph.write_symmetric(src, dst, os.path.join(workdir, "cc", "r0"), partitions, f"b{q}")
+        graph.write_symmetric(src, dst, storage.join(workdir, "cc", "r0"), partitions, f"b{q}")
     return {"candidates": int(src.size)}
 
 
 def _load_signatures(workdir: str, shard: int) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(os.path.join(workdir, "map", f"s{shard}", "sig.parquet"))
+    table = storage.read_table(storage.join(workdir, "map", f"s{shard}", "sig.parquet"))
     return table["key"].to_numpy(), _signature_matrix(table["sig"])
 
 
@@ -359,7 +367,7 @@ def _signature_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def verify_attach(workdir: str, shard: int, shard_offsets: np.ndarray) -> dict:
     """Hop 1: candidates whose ``a`` is in this shard get a's signature, then go to b's shard."""
-    table = _read_dir(os.path.join(workdir, "cand", f"p{shard}"))
+    table = _read_dir(storage.join(workdir, "cand", f"p{shard}"))
     if table is None:
         return {"pairs": 0}
     a, b = graph.unique_edges(table["a"].to_numpy(), table["b"].to_numpy())
@@ -374,13 +382,13 @@ def verify_attach(workdir: str, shard: int, shard_offsets: np.ndarray) -> dict:
         sel = order[bounds[t] : bounds[t + 1]]
         if sel.size:
             part = pa.table({"a": a[sel], "b": b[sel], "sig": blob.take(pa.array(sel))})
-            graph.write_atomic(part, os.path.join(workdir, "cand2", f"p{t}", f"s{shard}.parquet"))
+            graph.write_atomic(part, storage.join(workdir, "cand2", f"p{t}", f"s{shard}.parquet"))
     return {"pairs": int(a.size)}
 
 
 def verify_compare(workdir: str, shard: int, threshold: float, partitions: int) -> dict:
     """Hop 2: compare with b's signature; pairs agreeing on >= threshold of positions become edges."""
-    table = _read_dir(os.path.join(workdir, "cand2", f"p{shard}"))
+    table = _read_dir(storage.join(workdir, "cand2", f"p{shard}"))
     if table is None:
         return {"verified": 0}
     a, b = table["a"].to_numpy(), table["b"].to_numpy()
@@ -389,19 +397,19 @@ def verify_compare(workdir: str, shard: int, threshold: float, partitions: int) 
     sig_b = matrix[np.searchsorted(keys, b)]
     agreement = (sig_a == sig_b).mean(axis=1)
     keep = agreement >= threshold
-    graph.write_symmetric(a[keep], b[keep], os.path.join(workdir, "cc", "r0"), partitions, f"v{shard}")
+    graph.write_symmetric(a[keep], b[keep], storage.join(workdir, "cc", "r0"), partitions, f"v{shard}")
     return {"verified": int(keep.sum())}
 
 
 def cc_step(workdir: str, k: int, q: int, partitions: int) -> dict:
     large = k % 2 == 0
-    source = os.path.join(workdir, "cc", f"r{k}", f"p{q}")
-    return graph.star_step(source, os.path.join(workdir, "cc", f"r{k + 1}"), partitions, q, large)
+    source = storage.join(workdir, "cc", f"r{k}", f"p{q}")
+    return graph.star_step(source, storage.join(workdir, "cc", f"r{k + 1}"), partitions, q, large)
 
 
 def cc_labels(workdir: str, k: int, q: int) -> dict:
-    nodes, labels = graph.star_labels(os.path.join(workdir, "cc", f"r{k}", f"p{q}"))
-    graph.write_atomic(pa.table({"node": nodes, "label": labels}), os.path.join(workdir, "labels", f"p{q}.parquet"))
+    nodes, labels = graph.star_labels(storage.join(workdir, "cc", f"r{k}", f"p{q}"))
+    graph.write_atomic(pa.table({"node": nodes, "label": labels}), storage.join(workdir, "labels", f"p{q}.parquet"))
     return {"nodes": int(nodes.size)}
 
 
@@ -415,7 +423,7 @@ def _check_unique(workdir: str, shard_count: int, member_ids: pa.Array) -> None:
         return
     members = pc.unique(member_ids)
     hits = [t.filter(pc.is_in(t["id"], value_set=members))
-            for t in (pq.read_table(os.path.join(workdir, "map", f"s{s}", "ids.parquet")) for s in range(shard_count))]
+            for t in (storage.read_table(storage.join(workdir, "map", f"s{s}", "ids.parquet")) for s in range(shard_count))]
     found = pa.concat_tables(hits) if hits else None
     if found is None or found.num_rows == len(member_ids):
         return
@@ -428,7 +436,7 @@ def _check_unique(workdir: str, shard_count: int, member_ids: pa.Array) -> None:
 
 
 def ids_for(workdir: str, shard: int, wanted: np.ndarray) -> pa.Table:
-    table = pq.read_table(os.path.join(workdir, "map", f"s{shard}", "ids.parquet"))
+    table = storage.read_table(storage.join(workdir, "map", f"s{shard}", "ids.parquet"))
     return table.filter(pa.array(_in_sorted(table["key"].to_numpy(), wanted)))
 
 
@@ -450,13 +458,10 @@ class MinHashDedup(GlobalStage):
     # -- global step -------------------------------------------------------
 
     def run(self, shards: list[str], workdir: str, *, workers: int) -> dict:
-        import ray  # noqa: PLC0415 (only the driver and its tasks need Ray)
-
         params = self.params
         workers = max(1, int(workers))
         partitions = params.partitions or 4 * workers
-        bands, rows = params.band_shape()
-        sizes = [pq.ParquetFile(s).metadata.num_rows for s in shards]
+        sizes = [row_count(s) for s in shards]
         shard_offsets = np.zeros(len(shards) + 1, np.int64)
         np.cumsum(sizes, out=shard_offsets[1:])
         if shard_offsets[-1] > ORDINAL_MASK:
@@ -464,7 +469,22 @@ class MinHashDedup(GlobalStage):
         plan = {"shards": shards, "sizes": sizes, "params": asdict(params), "partitions": partitions}
         _start_or_resume(workdir, plan)
         timings: dict[str, float] = {}
-        runner = _TaskRunner(ray, workdir, workers)
+        runner = _TaskRunner(workdir, workers)
+        try:
+            summary = self._steps(runner, shards, shard_offsets, workdir, partitions, timings)
+        finally:
+            started = time.perf_counter()
+            runner.close()  # the step's worker processes end here, before the apply pass starts its own
+            timings["release"] = round(time.perf_counter() - started, 3)
+        summary["seconds"] = timings
+        summary["peak_worker_rss_mb"] = runner.peak_rss_mb
+        return summary
+
+    def _steps(self, runner: "_TaskRunner", shards: list[str], shard_offsets: np.ndarray, workdir: str,
+               partitions: int, timings: dict[str, float]) -> dict:
+        """The steps in order; ``timings`` gets each step's wall seconds (a step run several times adds up)."""
+        params = self.params
+        bands, rows = params.band_shape()
 
         def step(name: str, fn, args_list) -> list[dict]:
             started = time.perf_counter()
@@ -483,7 +503,6 @@ class MinHashDedup(GlobalStage):
             summary[URL_DUPLICATE] = sum(r["losers"] for r in step("url", url_partition, [(workdir, q) for q in range(partitions)]))
         if params.exact:
             summary[EXACT_DUPLICATE] = sum(r["losers"] for r in step("exact", exact_partition, [(workdir, q) for q in range(partitions)]))
-        rounds = 0
         if params.fuzzy:
             band_args = [(workdir, q, partitions, shard_offsets, params.verify) for q in range(partitions)]
             summary["candidate_pairs"] = sum(r["candidates"] for r in step("bands", band_partition, band_args))
@@ -491,11 +510,8 @@ class MinHashDedup(GlobalStage):
                 step("verify1", verify_attach, [(workdir, i, shard_offsets) for i in range(len(shards))])
                 verified = step("verify2", verify_compare, [(workdir, i, params.threshold, partitions) for i in range(len(shards))])
                 summary["verified_pairs"] = sum(r["verified"] for r in verified)
-            rounds = self._components(step, workdir, partitions)
-            summary["cc_rounds"] = rounds
+            summary["cc_rounds"] = self._components(step, workdir, partitions)
         summary.update(step("final", finalize, [(workdir, len(shards))])[0])
-        summary["seconds"] = timings
-        summary["peak_worker_rss_mb"] = runner.peak_rss_mb
         return summary
 
     def _components(self, step, workdir: str, partitions: int) -> int:
@@ -520,7 +536,7 @@ class MinHashDedup(GlobalStage):
 
     def load_decisions(self, workdir: str) -> None:
         # one contiguous chunk per column, combined once here rather than on every batch
-        self._decisions = pq.read_table(os.path.join(workdir, "decisions.parquet"), schema=DECISION_SCHEMA).combine_chunks()
+        self._decisions = storage.read_table(storage.join(workdir, "decisions.parquet"), schema=DECISION_SCHEMA).combine_chunks()
 
     def process(self, table: pa.Table) -> StageResult:
         if self._decisions is None:
@@ -543,7 +559,7 @@ class MinHashDedup(GlobalStage):
 def finalize(workdir: str, shard_count: int) -> dict:
     """Every duplicate -> its cluster's kept document; writes decisions.parquet keyed by id."""
     def pairs(step: str, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
-        table = _read_dir(os.path.join(workdir, step))
+        table = _read_dir(storage.join(workdir, step))
         if table is None:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         order = np.argsort(table[a].to_numpy())
@@ -600,7 +616,7 @@ def finalize(workdir: str, shard_count: int) -> dict:
         },
         schema=DECISION_SCHEMA,
     )
-    graph.write_atomic(decisions, os.path.join(workdir, "decisions.parquet"))
+    graph.write_atomic(decisions, storage.join(workdir, "decisions.parquet"))
     counts = np.bincount(reasons, minlength=4)
     return {
         "clusters": int(cluster_roots.size),
@@ -615,39 +631,43 @@ def finalize(workdir: str, shard_count: int) -> dict:
 
 def _start_or_resume(workdir: str, plan: dict) -> None:
     """Reuse ``workdir`` if it holds the same plan (resume), else start it afresh."""
-    path = os.path.join(workdir, "plan.json")
+    path = storage.join(workdir, "plan.json")
     text = json.dumps(plan, sort_keys=True, default=str)
-    if os.path.exists(path):
-        with open(path) as f:
-            if f.read() == text:
-                return
-        for entry in os.listdir(workdir):
-            full = os.path.join(workdir, entry)
-            shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    try:
+        if storage.read_bytes(path).decode("utf-8") == text:
+            return
+    except FileNotFoundError:
+        pass
+    for entry in storage.listdir(workdir):
+        storage.rmtree(storage.join(workdir, entry))
+    storage.makedirs(workdir)
+    storage.write_bytes(path, text.encode("utf-8"))
 
 
 def _task(fn, marker: str, args: tuple) -> dict:
+    """One task: its result is also left as ``marker`` (JSON), which is what makes it finished."""
     import resource  # noqa: PLC0415
 
     result = fn(*args)
     result["_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(marker + ".tmp", marker)
+    storage.write_bytes(marker, json.dumps(result).encode("utf-8"))
     return result
 
 
 class _TaskRunner:
-    """Runs one step's tasks on Ray, at most ``workers`` at a time, skipping those with a marker."""
+    """Runs one step's tasks, at most ``workers`` at a time, skipping those whose marker exists.
 
-    def __init__(self, ray, workdir: str, workers: int):
-        self.ray, self.workdir, self.workers = ray, workdir, workers
-        self.remote = ray.remote(num_cpus=1, max_retries=2)(_task)
+    The tasks go through ``curate.pool.step_runner``: actors of this stage's own on Ray (ended by
+    ``close``, so their memory is free before the apply pass starts its workers), or this process
+    when no Ray runs (small inputs, ``--workers 1``). Markers live in ``workdir`` (a folder or an
+    object-store prefix), listed once per step rather than probed per task.
+    """
+
+    def __init__(self, workdir: str, workers: int):
+        from curate.pool import step_runner  # noqa: PLC0415
+
+        self.workdir, self.workers = workdir, max(1, int(workers))
+        self.steps = step_runner(self.workers)
         self.calls: dict[str, int] = {}
         self.peak_rss_mb = 0
 
@@ -655,24 +675,33 @@ class _TaskRunner:
         # A step that runs several times (cc rounds) numbers its markers by call.
         call = self.calls.get(name, 0)
         self.calls[name] = call + 1
+        done_dir = storage.join(self.workdir, "_done")
+        finished = set(storage.listdir(done_dir))
         results: list[dict | None] = [None] * len(args_list)
         pending, queue = {}, list(enumerate(args_list))
         while queue or pending:
             while queue and len(pending) < self.workers:
                 i, args = queue.pop(0)
-                marker = os.path.join(self.workdir, "_done", f"{name}{call}-{i}.json")
-                if os.path.exists(marker):
-                    with open(marker) as f:
-                        results[i] = json.load(f)
+                marker = storage.join(done_dir, f"{name}{call}-{i}.json")
+                if storage.basename(marker) in finished:
+                    results[i] = storage.read_json(marker)
                     continue
-                pending[self.remote.remote(fn, marker, args)] = i
+                pending[self.steps.submit(_task, fn, marker, args)] = i
             if pending:
-                done, _ = self.ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    results[pending.pop(ref)] = self.ray.get(ref)
+                for handle in self.steps.wait(list(pending)):
+                    results[pending.pop(handle)] = self.steps.get(handle)
         for result in results:
             self.peak_rss_mb = max(self.peak_rss_mb, result.pop("_peak_rss_mb", 0))  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.steps.close()
+
+    def __enter__(self) -> "_TaskRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ExactDedup(MinHashDedup):

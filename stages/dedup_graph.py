@@ -8,18 +8,17 @@ component is a star around its smallest node. Node ids are int64 keys whose
 order is the winner order, so the star's centre is the document to keep.
 
 Files: ``<root>/r<k>/p<q>/<from>.parquet`` holds directed edges (src, dst) with
-``partition(src) == q``; both directions of every undirected edge are present.
+``partition(src) == q``; both directions of every undirected edge are present. ``root`` is a local
+folder or an object-store prefix (``curate.storage``): on a cluster without a shared disk every
+node reads and writes the same files there.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.stages.minhash import fmix64
 
 EDGE_SCHEMA = pa.schema([pa.field("src", pa.int64(), nullable=False), pa.field("dst", pa.int64(), nullable=False)])
@@ -30,17 +29,25 @@ def node_partition(nodes: np.ndarray, partitions: int) -> np.ndarray:
 
 
 def write_atomic(table: pa.Table, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    """Whole under ``path`` or not there (a rename locally, one upload to an object store).
+
+    Snappy, not zstd: these files are hashes and keys that hardly compress, read back once.
+    """
+    storage.write_table(path, table, compression="snappy")
+
+
+def read_dir(directory: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Every ``*.parquet`` file directly in ``directory`` (a folder or a prefix), in name order; None if none."""
+    files = storage.glob(storage.join(directory, "*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([storage.read_table(f, columns=columns) for f in files])
 
 
 def read_edges(directory: str) -> tuple[np.ndarray, np.ndarray]:
-    files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
-    if not files:
+    table = read_dir(directory)
+    if table is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    table = pa.concat_tables([pq.read_table(f) for f in files])
     return table["src"].to_numpy(), table["dst"].to_numpy()
 
 
@@ -57,7 +64,7 @@ def write_symmetric(src: np.ndarray, dst: np.ndarray, root: str, partitions: int
         lo, hi = bounds[q], bounds[q + 1]
         if hi > lo:
             table = pa.table({"src": both_src[lo:hi], "dst": both_dst[lo:hi]}, schema=EDGE_SCHEMA)
-            write_atomic(table, os.path.join(root, f"p{q}", f"{name}.parquet"))
+            write_atomic(table, storage.join(root, f"p{q}", f"{name}.parquet"))
 
 
 def unique_edges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -181,8 +181,8 @@ def test_same_decisions_whatever_the_partitioning_and_resume(english, tmp_path):
 def _components_of(edges: np.ndarray, tmp_path, partitions: int) -> tuple[dict[int, int], int]:
     graph.write_symmetric(edges[:, 0], edges[:, 1], str(tmp_path / "cc" / "r0"), partitions, "input")
     stage = MinHashDedup()
-    runner = _TaskRunner(ray, str(tmp_path), 2)  # the stage's own Ray task runner, on the module's Ray
-    rounds = stage._components(runner.map, str(tmp_path), partitions)
+    with _TaskRunner(str(tmp_path), 2) as runner:  # the stage's own task runner, on the module's Ray
+        rounds = stage._components(runner.map, str(tmp_path), partitions)
     labels = pq.read_table(str(tmp_path / "labels")).to_pydict()
     return dict(zip(labels["node"], labels["label"])), rounds
 
