@@ -1,0 +1,125 @@
+"""Fixed cost and marginal rate of `curate run`, end to end, against the plain pyarrow loop (issue 16.1).
+
+    python -m curate.benchmarks.fixed_cost                     # 50k and 500k tiny documents
+    python -m curate.benchmarks.fixed_cost --docs 20000 200000 --repeat 2
+
+Each job is a fresh process, timed from outside, as a user runs it: `curate run --input X.jsonl --format
+jsonl --stages length` once per executor (``--set run.executor=in-process`` and ``=ray``; and ``auto``,
+what a user gets), and the baseline, a plain script written the way pyarrow's documentation shows
+(``pyarrow.json.read_json``, ``pyarrow.compute`` filter, ``pyarrow.parquet.write_table``) applying the
+same rule as the ``length`` stage (drop documents that are empty after stripping whitespace). Two input
+sizes give a line: its intercept is the fixed cost (what a run costs before and after its documents) and
+its slope the marginal rate (documents per second). The inputs are distinct random words, never seen by
+any cache. With ``--repeat`` the best of the repeats is kept per point (the machine is shared).
+
+Prints the load average before and after, since on a shared machine that moves every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PLAIN = r'''
+import sys
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+table = pj.read_json(sys.argv[1])
+text = table["text"]
+keep = pc.greater_equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 1)
+pq.write_table(table.filter(keep), sys.argv[2])
+'''
+
+
+def write_input(path: str, docs: int, seed: int) -> int:
+    """``docs`` one-line documents of 1 to 12 random words; returns the bytes written."""
+    rng = random.Random(seed)
+    vocabulary = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(20000)]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(docs):
+            words = rng.choices(vocabulary, k=rng.randint(0, 12))
+            f.write(json.dumps({"text": " ".join(words) + f" {i}" if words else ""}) + "\n")
+    return os.path.getsize(path)
+
+
+def timed(command: list[str], cwd: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def line(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """(fixed seconds, marginal documents per second) of the line through two points."""
+    (n1, n2), (t1, t2) = sizes, seconds
+    slope = (t2 - t1) / (n2 - n1)
+    return t1 - slope * n1, (1 / slope if slope > 0 else float("inf"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, nargs=2, default=[50_000, 500_000], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    curate = os.path.join(os.path.dirname(sys.executable), "curate")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  ({os.cpu_count()} cores)")
+    with tempfile.TemporaryDirectory(prefix="fixed-cost-") as tmp:
+        with open(os.path.join(tmp, "plain.py"), "w") as f:
+            f.write(PLAIN)
+        inputs = []
+        for k, n in enumerate(args.docs):
+            path = os.path.join(tmp, f"in{k}.jsonl")
+            size = write_input(path, n, seed=k)
+            inputs.append(path)
+            print(f"input {k}: {n:,} documents, {size / 1e6:.1f} MB")
+        jobs = {
+            "plain pyarrow": lambda i, out: [sys.executable, "plain.py", inputs[i], out + ".parquet"],
+        }
+        for executor in ("in-process", "ray", "auto"):
+            jobs[f"curate {executor}"] = (lambda e: lambda i, out: [
+                curate, "run", "--input", inputs[i], "--format", "jsonl", "--stages", "length", "--output", out,
+                "--no-progress", "--workers", str(args.workers), "--set", f"run.executor={e}"])(executor)
+        results: dict[str, list[float]] = {}
+        before = os.times()
+        for name, build in jobs.items():
+            points = []
+            for i in range(2):
+                best = float("inf")
+                for r in range(args.repeat):
+                    out = os.path.join(tmp, f"out-{name.replace(' ', '-')}-{i}-{r}")
+                    best = min(best, timed(build(i, out), tmp))
+                    shutil.rmtree(out, ignore_errors=True)
+                points.append(best)
+            results[name] = points
+        after = os.times()
+    cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    print(f"\n{'job':<20} {args.docs[0]:>10,} docs {args.docs[1]:>10,} docs   fixed s   marginal docs/s")
+    plain_fixed, plain_rate = line(args.docs, results["plain pyarrow"])
+    for name, points in results.items():
+        fixed, rate = line(args.docs, points)
+        print(f"{name:<20} {points[0]:>13.2f} s {points[1]:>13.2f} s {fixed:>9.2f} {rate:>17,.0f}")
+    print("\nover the plain loop, per size (s):")
+    for name, points in results.items():
+        if name != "plain pyarrow":
+            extra = [c - p for c, p in zip(points, results["plain pyarrow"])]
+            print(f"  {name:<18} " + "  ".join(f"{x:+.2f}" for x in extra)
+                  + f"   fixed cost {line(args.docs, points)[0] - plain_fixed:+.2f} s vs the plain loop's")
+    print(f"\nCPU seconds of all jobs (children, Ray's own processes included only as far as they were waited "
+          f"for): {cpu:.1f}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
