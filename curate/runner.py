@@ -114,7 +114,8 @@ def build_segments(config: PipelineConfig) -> list[Segment]:
     return segments
 
 
-def plan_tasks(config: PipelineConfig, sizing: TaskSizing | None = None) -> tuple[list[Task], dict[str, Reader], list[dict]]:
+def plan_tasks(config: PipelineConfig,
+               sizing: TaskSizing | None = None) -> tuple[list[Task], dict[str, Reader], list[dict]]:
     """Split every input into tasks; returns (tasks, reader per source, input descriptions).
 
     ``sizing``: the worker count and ``task_mb`` the tasks are sized from (curate.readers.sizing:
@@ -143,7 +144,8 @@ def plan_tasks(config: PipelineConfig, sizing: TaskSizing | None = None) -> tupl
             "source": spec.source, "format": spec.format,
             "files": [{"path": p, **(remote[p] if p in remote else describe_file(p))} for p in paths],
         })
-    target, fanout = sizing.targets(sum(estimated_bytes(f["path"], f["bytes"]) for d in described for f in d["files"]))
+    target, fanout = sizing.targets(sum(estimated_bytes(f["path"], f["bytes"])
+                                        for d in described for f in d["files"]))
     for reader, paths in planned:
         for task in reader.tasks(paths, target, fanout):
             tasks.append(dataclasses.replace(task, index=len(tasks)))
@@ -580,7 +582,8 @@ class Runner:
         )
         from curate.pool import open_pool
 
-        input_mb = sum(f.get("bytes", 0) for spec in inputs for f in spec["files"]) / (1 << 20)
+        input_mb = sum(estimated_bytes(f["path"], f.get("bytes", 0))  # a .gz weighs what it decompresses to
+                       for spec in inputs for f in spec["files"]) / (1 << 20)
         run = self.config.run
         timer = self.timer
         timer.add("prepare output", time.perf_counter() - self._planned_at)  # lock, manifest, output schema
