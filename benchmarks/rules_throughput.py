@@ -159,9 +159,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", default=BASELINE, help="commit whose stages/ are the baseline")
     parser.add_argument("--limit", type=int, default=0, help="only the first N documents (a quick look)")
+    parser.add_argument("--every", type=int, default=1, help="every K-th document (a quick look at the whole mix)")
     args = parser.parse_args()
 
-    texts = documents()
+    texts = documents()[::max(1, args.every)]
     if args.limit:
         texts = texts[:args.limit]
     size = sum(len(t.encode("utf-8")) for t in texts) / 1e6

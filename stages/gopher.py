@@ -209,59 +209,53 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """A 64-bit rolling hash of every run of ``n`` consecutive words."""
-    m = len(word_hashes) - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    out = np.zeros(m, dtype=np.uint64)
-    for j in range(n):
-        out = out * _HASH_BASE + word_hashes[j:j + m]
-    return out
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal values of ``values``: (first index of each group, its count, each element's group's count).
 
-
-def top_ngram_chars(hashes: np.ndarray, cumsum: np.ndarray, n: int, positions: np.ndarray | None = None) -> int:
-    """Characters of the most frequent n-gram (words joined by spaces) times its count.
-
-    ``positions`` restricts the search to n-gram starts that can repeat (None: all);
-    a tie goes to the n-gram that occurs first, like ``Counter.most_common``.
+    One stable sort: what ``np.unique`` with ``return_index``, ``return_inverse`` and
+    ``return_counts`` gives (groups in sorted order, first = earliest occurrence), without
+    sorting twice.
     """
-    if positions is not None and len(positions) == 0:
-        positions = None  # nothing repeats: every n-gram occurs once, the first one wins
-        hashes = hashes[:1]
-    subset = hashes if positions is None else hashes[positions]
-    _, first, counts = np.unique(subset, return_index=True, return_counts=True)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_group = np.empty(len(values), dtype=bool)
+    new_group[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    counts = np.diff(np.append(starts, len(values)))
+    per_element = np.empty(len(values), dtype=np.int64)
+    per_element[order] = np.repeat(counts, counts)
+    return order[starts], counts, per_element
+
+
+def _top_chars(hashes: np.ndarray, positions: np.ndarray, cumsum: np.ndarray, n: int) -> tuple[int, np.ndarray]:
+    """(characters of the most frequent n-gram among ``positions`` times its count, its elements' counts).
+
+    ``hashes[i]`` is the n-gram hash at start ``positions[i]``; a tie goes to the n-gram that
+    occurs first, like ``Counter.most_common``. No positions: every n-gram occurs once and the
+    first one (start 0) wins.
+    """
+    if len(positions) == 0:
+        return int(cumsum[n] - cumsum[0]) + n - 1, np.zeros(0, dtype=np.int64)
+    first, counts, per_element = _groups(hashes)
     best = counts.max()
-    winner = int(np.min(first[counts == best]))
-    start = winner if positions is None else int(positions[winner])
-    chars = int(cumsum[start + n] - cumsum[start]) + n - 1
-    return chars * int(best)
-
-
-def repeating_positions(hashes: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
-    """Sorted starts (among ``positions``) whose n-gram occurs more than once there."""
-    subset = hashes if positions is None else hashes[positions]
-    if len(subset) == 0:
-        return np.zeros(0, dtype=np.int64)
-    _, inverse, counts = np.unique(subset, return_inverse=True, return_counts=True)
-    keep = counts[inverse] > 1
-    return np.flatnonzero(keep) if positions is None else positions[keep]
+    start = int(positions[int(np.min(first[counts == best]))])
+    return (int(cumsum[start + n] - cumsum[start]) + n - 1) * int(best), per_element
 
 
 def duplicate_ngram_chars(hashes: np.ndarray, cumsum: np.ndarray, n: int, candidates: np.ndarray) -> int:
     """Characters in n-grams that repeat an earlier n-gram, scanning left to right.
 
-    After a repeat the scan jumps past it, so no character is counted twice and
-    the words inside a repeat are not looked at (datatrove's reading of the
-    Gopher rule). Only ``candidates`` (starts whose n-gram occurs twice or more)
-    can be repeats, so only they are visited in Python.
+    ``hashes[i]`` is the n-gram hash at start ``candidates[i]`` (sorted starts whose n-gram
+    occurs twice or more: only they can be repeats, so only they are visited in Python).
+    After a repeat the scan jumps past it, so no character is counted twice and the words
+    inside a repeat are not looked at (datatrove's reading of the Gopher rule).
     """
     seen: set[int] = set()
     chars = 0
     resume = 0
-    starts = candidates.tolist()
     ends = (cumsum[candidates + n] - cumsum[candidates]).tolist()
-    for start, h, length in zip(starts, hashes[candidates].tolist(), ends):
+    for start, h, length in zip(candidates.tolist(), hashes.tolist(), ends):
         if start < resume:
             continue
         if h in seen:
@@ -277,7 +271,14 @@ DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
 
 
 def repetition_signals(text: str, lang: str | None) -> list[float]:
-    """The 13 Gopher repetition fractions of one document, in the order of ``REPETITION_SIGNALS``."""
+    """The 13 Gopher repetition fractions of one document, in the order of ``REPETITION_SIGNALS``.
+
+    n-grams are 64-bit polynomial hashes of their words' hashes, built n by n
+    (``h[n](i) = h[n-1](i) * base + word(i + n - 1)``). An n-gram can repeat only where its
+    (n-1)-gram repeats, so after the 2-grams each n is hashed and grouped only at the starts
+    that still repeat: the long n-grams cost little. The top n-gram is looked for among
+    those starts too (every other n-gram there occurs once).
+    """
     length = len(text)
     if length == 0:
         return [0.0] * len(REPETITION_SIGNALS)
@@ -287,28 +288,31 @@ def repetition_signals(text: str, lang: str | None) -> list[float]:
     line_dups, line_dup_chars = duplicates(lines)
     out = [para_dups / len(paragraphs), para_dup_chars / length, line_dups / len(lines), line_dup_chars / length]
     words = split_words(text, lang)
-    word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
-    word_lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    cumsum = np.concatenate(([0], np.cumsum(word_lengths)))
-    # An n-gram can repeat only where its first (n-1)-gram repeats: each n searches the
-    # repeating starts of the n before it, so the long n-grams cost little.
-    repeating = None
-    for n in TOP_NGRAMS:
-        hashes = ngram_hashes(word_hashes, n)
-        if len(hashes) == 0:
-            out.append(0.0)
-            continue
-        if repeating is not None:
-            repeating = repeating[repeating < len(hashes)]
-        out.append(top_ngram_chars(hashes, cumsum, n, repeating) / length)
-        repeating = repeating_positions(hashes, repeating)
-    for n in DUP_NGRAMS:
-        hashes = ngram_hashes(word_hashes, n)
-        if len(hashes) == 0:
-            out.append(0.0)
-            continue
-        repeating = repeating_positions(hashes, repeating[repeating < len(hashes)] if repeating is not None else None)
-        out.append(duplicate_ngram_chars(hashes, cumsum, n, repeating) / length)
+    m = len(words)
+    if m < 2:
+        return out + [0.0] * (len(TOP_NGRAMS) + len(DUP_NGRAMS))
+    word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=m).view(np.uint64)
+    cumsum = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=m), out=cumsum[1:])
+    positions = np.arange(m - 1)
+    hashes = word_hashes[:-1] * _HASH_BASE + word_hashes[1:]  # 2-grams at every start
+    for n in TOP_NGRAMS + DUP_NGRAMS:
+        if n > 2:
+            if m - n + 1 <= 0:
+                out.append(0.0)
+                continue
+            inside = positions < m - n + 1
+            positions, hashes = positions[inside], hashes[inside]
+            hashes = hashes * _HASH_BASE + word_hashes[positions + (n - 1)]
+        if n in TOP_NGRAMS:
+            chars, counts = _top_chars(hashes, positions, cumsum, n)
+            out.append(chars / length)
+        else:
+            counts = _groups(hashes)[2] if len(hashes) else np.zeros(0, dtype=np.int64)
+        repeats = counts > 1
+        positions, hashes = positions[repeats], hashes[repeats]
+        if n in DUP_NGRAMS:
+            out.append(duplicate_ngram_chars(hashes, cumsum, n, positions) / length)
     return out
 
 

@@ -9,6 +9,7 @@ cut the words first.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pyarrow as pa
 import pytest
@@ -26,7 +27,11 @@ def fresh_latin(text: str) -> list[str]:
 
 
 def fresh_jieba(text: str) -> list[str]:
-    return [t for t in textstats.load_segmenter().lcut(text) if t and not t.isspace()]
+    """jieba itself (the reference the exact re-implementation must reproduce)."""
+    import jieba
+
+    textstats.load_segmenter()  # initialized, quiet
+    return [t for t in jieba.lcut(text) if t and not t.isspace()]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,29 @@ def test_latin_words_equal_a_fresh_cut(english_docs):
         assert textstats.split_words(doc, "en") == fresh_latin(doc)
     for doc in english_docs:  # now from the caches
         assert textstats.split_words(doc, None) == fresh_latin(doc)
+
+
+def test_exact_jieba_cuts_as_jieba(shared_data):
+    """``segment.ExactJieba`` gives jieba's words, whitespace tokens included, on real Chinese text.
+
+    Simplified (Wikipedia) and Traditional (Gutenberg) paragraphs, then strings that reach each
+    branch: unknown runs through the HMM, letters and numbers inside and around Han text, "+#&._%-"
+    blocks, spaces and line ends of every kind, a Traditional-only run, single characters.
+    """
+    import jieba
+
+    cutter = textstats.load_segmenter()
+    cutter.clear()
+    paragraphs = chinese_paragraphs(shared_data)
+    texts = paragraphs[:150] + paragraphs[-150:] + [
+        "探测到了一次遥远的伽玛射线暴发", "UDFy-38135539 的红移值是8.2%，C++和C#。", "a_b.c&d+e%f-g",
+        "李小福是创新办主任也是云计算方面的专家", "  \r\n\t\u3000第一行\r\n\r\n第二行\u2028第三行 ",
+        "乾隆年間，臺灣府諸羅縣", "的", "了了了了了了了了", "", " ", "ＡＢＣ１２３全角", "2024年3月5日下午3点",
+    ]
+    for text in texts:
+        assert cutter.cut(text) == jieba.lcut(text), text[:60]
+    for text in texts[:50]:  # again, from the block memo
+        assert cutter.cut(text) == jieba.lcut(text), text[:60]
 
 
 def test_chinese_words_equal_jieba(chinese_docs):
@@ -129,3 +157,55 @@ def test_c4_chinese_lines_counted_as_before(chinese_docs):
             source = next(line for line in lines if re.sub(r"\[\d*\]|\[edit\]|\[citation needed\]", "", line) == kept)
             words = [w for w in fresh_jieba(source) if textstats.is_word(w)]
             assert len(words) >= stage.params.min_words_per_line
+
+
+def reference_ngram_signals(words: list[str], length: int) -> list[float]:
+    """The 9 n-gram fractions of Gopher's repetition rules, straightforwardly: tuples and a Counter.
+
+    Top n-gram (n = 2..4): characters of the most frequent n-gram (words joined by spaces) times
+    its count; a tie goes to the n-gram seen first. When no n-gram repeats, the fast path (and the
+    code before #16) takes the first start whose (n-1)-gram repeats, if any, else the first n-gram:
+    every n-gram then counts once, and this only picks which one. Duplicated n-grams (n = 5..10):
+    datatrove's left-to-right scan that jumps past each repeat.
+    """
+    out = []
+    for n in (2, 3, 4):
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        if not grams:
+            out.append(0.0)
+            continue
+        gram, count = Counter(grams).most_common(1)[0]
+        if count == 1 and n > 2:
+            shorter = Counter(tuple(words[i:i + n - 1]) for i in range(len(words) - n + 2))
+            starts = [i for i in range(len(grams)) if shorter[tuple(words[i:i + n - 1])] > 1]
+            gram = grams[starts[0]] if starts else grams[0]
+        out.append((sum(map(len, gram)) + n - 1) * count / length)
+    for n in (5, 6, 7, 8, 9, 10):
+        seen, chars, i = set(), 0, 0
+        while i <= len(words) - n:
+            gram = tuple(words[i:i + n])
+            if gram in seen:
+                chars += sum(map(len, gram))
+                i += n
+            else:
+                seen.add(gram)
+                i += 1
+        out.append(chars / length)
+    return out
+
+
+def test_repetition_ngrams_equal_a_straightforward_count(english_docs, chinese_docs):
+    """The hashed, narrowing n-gram search of ``gopher.repetition_signals`` against tuples and a Counter."""
+    from curate.stages.gopher import repetition_signals
+
+    repeated = [
+        "a b a b a b", "x y a b c a b d", "a", "a a", "one two three four five six " * 7 + "end",
+        "Home | About | Contact\n" * 5 + english_docs[0][:2000],
+        english_docs[1][:3000] + "\n\n" + english_docs[1][:3000],  # the whole text twice
+    ]
+    cases = [(d, "en") for d in english_docs[:60] + repeated] + [(d, "zh") for d in chinese_docs[:20]]
+    cases.append((chinese_docs[0] + "\n" + chinese_docs[0], "zh"))
+    for text, lang in cases:
+        got = repetition_signals(text, lang)[4:]
+        want = reference_ngram_signals(textstats.split_words(text, lang), len(text)) if text else [0.0] * 9
+        assert got == pytest.approx(want, rel=1e-12, abs=0), text[:60]
