@@ -15,6 +15,7 @@ import os
 import pytest
 
 from curate.tokenizers.corpus import input_files
+from curate.tokenizers import encoder as encoder_module
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.extend import append_pieces
 from curate.tokenizers.train import TrainParams, train_tokenizer
@@ -113,11 +114,14 @@ def unseen(shared_data, texts) -> list[str]:
     return out
 
 
-def test_rank_bpe_equals_sentencepiece_on_unseen_text(model, unseen):
+def test_rank_bpe_equals_sentencepiece_on_unseen_text(model, unseen, monkeypatch):
     pytest.importorskip("tiktoken")
     encoder = Encoder(model)
     assert encoder.rank_bpe is not None, encoder.rank_bpe_off
     check_exact(encoder, unseen)
+    monkeypatch.setattr(encoder_module, "RANKS_FLUSH", 50)  # ranks moved into arrays every few texts
+    check_exact(encoder, unseen)
+    monkeypatch.undo()
     # the flat form a worker writes (EOS after each text) equals the segment cache's, and so do the lengths
     cache = Encoder(model, rank_bpe=False)
     for batch in batches(unseen, 100):

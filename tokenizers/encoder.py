@@ -52,6 +52,7 @@ Piece = model_pb2.ModelProto.SentencePiece
 #: Placeholders in the flat array before they are spliced out (DOC_END stays): a text SentencePiece
 #: encodes whole, and (at PARTIAL and below) the leading bytes of a character not in the vocabulary.
 WHOLE, PARTIAL = -2, -3
+RANKS_FLUSH = 1 << 20  # tokens held as Python ints before they go into an array
 
 
 def segment_safe(proto: model_pb2.ModelProto) -> bool:
@@ -256,6 +257,7 @@ class Encoder:
         lines = self.newline_split
         end = bpe.end
         ranks: list[int] = []
+        chunks: list[np.ndarray] = []  # ranks so far as arrays: a list of Python ints takes ~36 bytes a token
         whole: list[int] = []
         for i, text in enumerate(texts):
             if not text:
@@ -267,7 +269,11 @@ class Encoder:
                 # SentencePiece's normalization for a segment-safe model: the dummy prefix, spaces as ``▁``
                 ranks += encode(prefix + text.replace(" ", SPACE))
                 ranks.append(end)
-        flat = bpe.table[np.array(ranks, dtype=np.int64)]
+                if len(ranks) > RANKS_FLUSH:
+                    chunks.append(np.array(ranks, dtype=np.int32))
+                    ranks = []
+        chunks.append(np.array(ranks, dtype=np.int32))
+        flat = bpe.table[chunks[0] if len(chunks) == 1 else np.concatenate(chunks)]
         special = np.flatnonzero(flat <= WHOLE)
         if not len(special):
             return flat
