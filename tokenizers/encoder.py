@@ -278,12 +278,17 @@ class Encoder:
         if not len(special):
             return flat
         # splice in the texts SentencePiece encodes whole, and spell out stray leading bytes as byte pieces
-        wholes = iter(self.sp.encode([texts[i] for i in whole]))
-        parts, start = [], 0
+        encoded = self.sp.encode([texts[i] for i in whole])
+        end_mark = (DOC_END,)
+        whole_flat = np.fromiter(chain.from_iterable(chain.from_iterable((ids, end_mark) for ids in encoded)),
+                                 dtype=np.int64)
+        whole_ends = np.cumsum([len(ids) + 1 for ids in encoded]).tolist()
+        parts, start, k = [], 0, 0
         for at, value in zip(special.tolist(), flat[special].tolist()):
             parts.append(flat[start:at])
             if value == WHOLE:
-                parts.append(np.array(next(wholes) + [DOC_END], dtype=np.int64))
+                parts.append(whole_flat[whole_ends[k - 1] if k else 0:whole_ends[k]])
+                k += 1
             else:
                 parts.append(bpe.spelled[PARTIAL - value])
             start = at + 1
