@@ -99,6 +99,8 @@ def _same_run(s3: MotoServer, prefix: str, local: Path, dest: Path) -> None:
     reference = _content(local)
     assert reference["docs"] and reference["rejects"]
     assert "dedup" in {stage for _, stage, _ in reference["rejects"]}  # the global step ran, and found the copy
+    for part in ("docs", "rejects", "stats"):  # the differences, named, before the whole comparison
+        assert set(remote[part]) - set(reference[part]) == set() == set(reference[part]) - set(remote[part]), part
     assert remote == reference
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["complete"] and manifest["docs"] == len(reference["docs"])
@@ -135,7 +137,7 @@ def test_s3_output_equals_a_local_run_and_is_read_there(world, tmp_path):
     # a tokenizer trained on the run in the store, then its documents tokenized from there: the same tokens as
     # tokenizing the local run (the token shards are written to a local folder)
     train = subprocess.run([*CURATE, "tokenizer", "train", "--input", f"s3://{BUCKET}/run/", "--output", "tok",
-                            "--vocab-size", "400", "--character-coverage", "0.98", "--heldout-fraction", "0",
+                            "--vocab-size", "800", "--character-coverage", "0.98", "--heldout-fraction", "0",
                             "--threads", "1"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
@@ -192,7 +194,9 @@ def test_a_killed_run_resumes_and_trusts_no_leftover_object(world, tmp_path):
 
     unfinished = next(t for t in every if t not in finished)
     bogus = pa.table({"id": ["left-over"], "source": ["warc"], "text": ["a shard of a task that never committed"]})
-    for key in (f"killed/docs/{unfinished}.parquet", f"killed/docs/{unfinished}.3.parquet",
+    # what its attempt could have uploaded before the kill: shards (segment 0 lands in work/segment0/ when a
+    # global step follows), a second part, rejects; but no stats object
+    for key in (f"killed/work/segment0/{unfinished}.parquet", f"killed/work/segment0/{unfinished}.3.parquet",
                 f"killed/rejects/{unfinished}.read.parquet"):
         sink = pa.BufferOutputStream()
         pq.write_table(bogus, sink)
