@@ -295,7 +295,7 @@ class CodeReader(Reader):
     schema = SCHEMA
     whole_directories = True
 
-    def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
         """One task per repository: a folder that holds only archives or only git checkouts is a
         folder of repositories, and each of them becomes its own task."""
         expanded = []

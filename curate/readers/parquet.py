@@ -52,7 +52,7 @@ class ParquetReader(Reader):
         return core + [pa.field(n, types[n][0]) for n in dict.fromkeys(self.options.keep_fields)
                        if n in types and n not in {f.name for f in core}]
 
-    def tasks(self, paths: list[str], target_bytes: int) -> list[Task]:
+    def tasks(self, paths: list[str], target_bytes: int, fanout_bytes: int | None = None) -> list[Task]:
         tasks = []
         for path in paths:
             try:
