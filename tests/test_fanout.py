@@ -58,6 +58,34 @@ def test_ranges_cover_the_file_once():
         assert all((end or size) - start <= target for start, end in ranges)
 
 
+def test_every_format_is_planned_with_a_sized_cut(shared_data, tmp_path):
+    """plan_tasks hands every reader the sized cut (each reader's ``tasks`` takes it)."""
+    import pyarrow as pa
+
+    from curate.config import from_dict
+    from curate.runner import plan_tasks
+
+    write_docs(tmp_path / "docs.jsonl", text_docs(shared_data))
+    pq.write_table(pa.table({"text": text_docs(shared_data)}), tmp_path / "docs.parquet", row_group_size=50)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "main.py").write_text("print('hello')\n")
+    (tmp_path / "page.html").write_text("<html><body><p>hello</p></body></html>")
+    wayback = shared_data / "warc/copycat-wayback/snapshot-wayback-topic-02.warc.gz"
+    inputs = [("jsonl", [str(tmp_path / "docs.jsonl")]), ("parquet", [str(tmp_path / "docs.parquet")]),
+              ("warc", [str(wayback)]), ("txt", [str(shared_data / "books/gutenberg/pg84-0.txt")]),
+              ("html", [str(tmp_path / "page.html")]), ("code", [str(tmp_path / "repo")]),
+              ("wet", [str(shared_data / "warc/cc_net/sample.warc.wet")])]
+    raw = {"inputs": [{"source": fmt, "format": fmt, "paths": paths} for fmt, paths in inputs],
+           "stages": ["length"], "run": {"task_mb": 0.25}}
+    config = from_dict(raw, file=str(tmp_path / "pipeline.yaml"), base_dir=str(tmp_path))
+    tasks, _, _ = plan_tasks(config, TaskSizing(MB // 4, workers=2))
+    per_source = Counter(t.source for t in tasks)
+    assert per_source["jsonl"] >= 4 and per_source["parquet"] >= 3 and per_source["warc"] >= 2
+    assert per_source["txt"] == per_source["html"] == per_source["code"] == per_source["wet"] == 1
+    assert [t.index for t in tasks] == list(range(len(tasks)))
+    assert len({t.task_id for t in tasks}) == len(tasks)
+
+
 # -- readers: parts give what the whole file gives ----------------------------------------------------------
 
 
