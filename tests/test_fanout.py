@@ -86,6 +86,32 @@ def test_every_format_is_planned_with_a_sized_cut(shared_data, tmp_path):
     assert len({t.task_id for t in tasks}) == len(tasks)
 
 
+def test_a_rerun_reuses_the_recorded_cut_and_refuses_an_older_curates(shared_data, tmp_path):
+    from curate.config import from_dict
+    from curate.params import ConfigError
+    from curate.readers.sizing import sizing_for_run
+    from curate.runner import plan_tasks
+
+    write_docs(tmp_path / "docs.jsonl", text_docs(shared_data))
+    raw = {"inputs": [{"source": "web", "format": "jsonl", "paths": ["docs.jsonl"]}], "stages": ["length"],
+           "run": {"task_mb": 0.25}}
+    config = from_dict(raw, file=str(tmp_path / "pipeline.yaml"), base_dir=str(tmp_path))
+    manifest = tmp_path / "out" / "manifest.json"
+    manifest.parent.mkdir()
+    assert sizing_for_run(str(manifest), config.fingerprint(), 0.25, 2) == TaskSizing(MB // 4, 2)
+    recorded = {"fingerprint": config.fingerprint(), "complete": False, "config": config.to_dict(),
+                "plan": TaskSizing(MB // 4, 2).describe()}
+    manifest.write_text(json.dumps(recorded))
+    assert sizing_for_run(str(manifest), config.fingerprint(), 8, 1) == TaskSizing(MB // 4, 2)
+    assert sizing_for_run(str(manifest), "another config", 8, 1) == TaskSizing(8 * MB, 1)
+    del recorded["plan"]
+    manifest.write_text(json.dumps({**recorded, "curate_version": "0.9"}))
+    older = sizing_for_run(str(manifest), config.fingerprint(), 8, 1)
+    assert older.older_run == "0.9" and older.workers is None and older.task_bytes == MB // 4
+    with pytest.raises(ConfigError, match="started by curate 0.9"):
+        plan_tasks(config, older)  # the old cut of 1 MB at 0.25 MB made byte ranges, named otherwise then
+
+
 # -- readers: parts give what the whole file gives ----------------------------------------------------------
 
 
