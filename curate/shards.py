@@ -123,8 +123,11 @@ def remove_stale(directory: str, stem: str) -> None:
 
     In an object store only whole objects can be there (an upload that did not complete leaves none)."""
     if storage.is_remote(directory):
-        for pattern in (f"{stem}.parquet", f"{stem}.*.parquet"):
-            for path in storage.glob(storage.join(directory, pattern)):
+        import fnmatch
+
+        for path in storage.list_prefix(directory, f"{stem}."):  # this task's objects only: no whole listing
+            if fnmatch.fnmatchcase(storage.basename(path), f"{stem}.parquet") or \
+                    fnmatch.fnmatchcase(storage.basename(path), f"{stem}.*.parquet"):
                 storage.remove(path)
         return
     for pattern in (f"{stem}.parquet", f"{stem}.parquet{TMP_SUFFIX}*", f"{stem}.*.parquet", f"{stem}.*.parquet{TMP_SUFFIX}*"):

@@ -42,7 +42,7 @@ __all__ = [
     "is_remote", "join", "normalize", "exists", "isdir", "glob", "listdir", "makedirs", "remove", "rmtree",
     "read_bytes", "write_bytes", "read_json", "write_json", "put_file", "put_if_absent", "open_read",
     "parquet_file", "read_table", "write_table", "staged", "pyarrow_filesystem", "size", "basename", "dirname",
-    "check_location", "num_rows", "register_duckdb", "scratch_dir", "local_temp",
+    "check_location", "num_rows", "register_duckdb", "scratch_dir", "local_temp", "list_prefix",
 ]
 
 TMP_SUFFIX = ".tmp-"
@@ -342,3 +342,27 @@ def local_temp(path: str) -> str:
     if not is_remote(path):
         return _local_tmp(path)
     return os.path.join(scratch_dir(), f"curate-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+
+
+def list_prefix(directory: str, name_prefix: str) -> list[str]:
+    """Full paths of the files directly in ``directory`` whose names start with ``name_prefix``, sorted.
+
+    In an object store the prefix is given to the listing request (S3, GCS): one task's shards are found
+    without listing every shard of the run (a glob would list the whole folder: 90 requests for 90,000
+    shards, for each of 90,000 tasks)."""
+    if not is_remote(directory):
+        if not os.path.isdir(directory):
+            return []
+        return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(name_prefix))
+    fs, p = _strip(directory)
+    p = p.rstrip("/")
+    fs.invalidate_cache(p)
+    try:
+        found = _retrying(directory, lambda: fs.find(p, prefix=name_prefix, maxdepth=1))
+    except TypeError:  # a client whose find takes no prefix: list the folder
+        found = [f for f in _retrying(directory, lambda: fs.find(p, maxdepth=1))
+                 if posixpath.basename(f).startswith(name_prefix)]
+    except FileNotFoundError:
+        return []
+    scheme = _scheme(directory)
+    return sorted(scheme + f for f in found if posixpath.dirname(f.rstrip("/")) == p)
