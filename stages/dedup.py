@@ -149,6 +149,11 @@ def normalize_url(urls: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(host, ""), pa.scalar(None, pa.string()), key)
 
 
+def _max_bytes(texts: pa.Array | pa.ChunkedArray) -> int:
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    return max((int(pc.max(pc.binary_length(c)).as_py() or 0) for c in chunks), default=0)
+
+
 def hash_strings(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """xxh3-64 of each non-null, non-empty string; returns (hashes, present mask)."""
     present = pc.fill_null(pc.greater(pc.utf8_length(values), 0), False).to_numpy(zero_copy_only=False)
@@ -222,7 +227,8 @@ def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, wo
         keys_all.append(keys)
         ids_all.append(batch[ID])
         texts = pc.fill_null(pc.cast(batch[TEXT], pa.string()), "") if TEXT in batch.schema.names else pa.array([""] * count)
-        if count and pc.max(pc.utf8_length(texts)).as_py() > params.max_text_chars:
+        # A document has at least as many bytes as characters: count characters only when the bytes could be too many.
+        if count and _max_bytes(texts) > params.max_text_chars and pc.max(pc.utf8_length(texts)).as_py() > params.max_text_chars:
             texts = pc.utf8_slice_codeunits(texts, 0, params.max_text_chars)
         if params.url and URL in batch.schema.names:
             hashes, present = hash_strings(normalize_url(batch[URL]))
@@ -240,15 +246,13 @@ def map_shard(shard: str, index: int, ordinal_base: int, params: DedupParams, wo
             url_h.append(hashes[present]), url_k.append(keys[present]), url_t.append(fetch[present])
         langs = batch[params.lang_column] if params.lang_column in batch.schema.names else None
         cjk = minhash.is_cjk(texts, langs, params.cjk_min_ratio)
-        words, chars = minhash.batch_tokens(texts, cjk)
+        tokens = minhash.batch_tokens(texts, cjk)
         if params.exact:
-            word_keys, word_present = minhash.exact_keys(words)
-            char_keys, char_present = minhash.exact_keys(chars)
-            hashes, present = np.where(cjk, char_keys, word_keys), np.where(cjk, char_present, word_present)
+            hashes, present = minhash.exact_keys(tokens)
             ex_h.append(hashes[present]), ex_k.append(keys[present])
             skipped += int(count - present.sum())
         if params.fuzzy:
-            shingles = minhash.shingles_of(words, chars, params.word_ngram, params.char_ngram)
+            shingles = minhash.shingles_of(tokens, cjk, params.word_ngram, params.char_ngram)
             signature = minhash.signatures(shingles, params.num_perm, params.seed)
             has = np.diff(shingles.offsets) > 0
             signature, sig_keys = signature[has], keys[has]

@@ -143,10 +143,13 @@ def normalize(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         fixed = pc.utf8_lower(pc.utf8_normalize(texts.take(rows), "NFKC"))
         texts = pc.replace_with_mask(texts, pa.array(special), fixed)
         data, offsets = utf8_buffer(texts)
-    data = data.copy()
-    upper = (data >= 0x41) & (data <= 0x5A)
-    data[upper] += 0x20
-    return data, offsets
+    return _ascii_lower(data), offsets
+
+
+def _ascii_lower(data: np.ndarray) -> np.ndarray:
+    """A copy with ASCII letters lower-cased (byte arithmetic: no masked assignment)."""
+    upper = (data - np.uint8(0x41)) < np.uint8(26)
+    return data + (upper.view(np.uint8) << np.uint8(5))
 
 
 def _token_bytes(data: np.ndarray) -> np.ndarray:
@@ -157,21 +160,16 @@ def _token_bytes(data: np.ndarray) -> np.ndarray:
     U+FEFF (BOM), U+FF00..U+FF3F (full-width forms, left only where NFKC did not run) and U+1F000+ (emoji).
     """
     token = ((data >= 0x30) & (data <= 0x39)) | ((data >= 0x61) & (data <= 0x7A)) | (data >= 0x80)
-    nxt = np.empty_like(data)
-    nxt[:-1], nxt[-1:] = data[1:], 0
-    for lead, test, width in (
-        (0xC2, None, 2),
-        (0xE2, None, 3),
-        (0xE3, nxt == 0x80, 3),
-        (0xEF, (nxt == 0xBB) | (nxt == 0xBC), 3),
-        (0xF0, nxt == 0x9F, 4),
-    ):
-        hit = data == lead
-        if test is not None:
-            hit &= test
-        at = np.flatnonzero(hit)
-        for k in range(width):
-            token[np.minimum(at + k, data.size - 1)] = False
+    # Lead bytes of separator blocks are rare: find them all in one pass, then test their next byte.
+    at = np.flatnonzero((data == 0xC2) | (data == 0xE2) | (data == 0xE3) | (data == 0xEF) | (data == 0xF0))
+    lead = data[at]
+    nxt = data[np.minimum(at + 1, data.size - 1)]
+    separator = ((lead == 0xC2) | (lead == 0xE2) | ((lead == 0xE3) & (nxt == 0x80))
+                 | ((lead == 0xEF) & ((nxt == 0xBB) | (nxt == 0xBC))) | ((lead == 0xF0) & (nxt == 0x9F)))
+    at, lead = at[separator], lead[separator]
+    width = np.where(lead == 0xC2, 2, np.where(lead == 0xF0, 4, 3))
+    for k in range(4):
+        token[np.minimum(at[width > k] + k, data.size - 1)] = False
     return token
 
 
@@ -210,36 +208,66 @@ def _powers(base: int, count: int, name: str) -> np.ndarray:
 
 
 def _span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """64-bit hash of every byte span: fmix64 of the polynomial sum(byte_j * P**j) mod 2**64."""
+    """64-bit hash of every byte span: fmix64 of the polynomial sum(byte_j * P**j) mod 2**64.
+
+    One prefix sum of byte_i * P**i over the batch; a span's polynomial is the difference of two
+    prefix values times P**-start (P is odd, so invertible mod 2**64).
+    """
     if starts.size == 0:
         return np.zeros(0, np.uint64)
-    prefix = np.zeros(data.size + 1, np.uint64)
-    np.cumsum(data.astype(np.uint64) * _powers(_POLY, data.size, "p"), out=prefix[1:])
-    poly = (prefix[ends] - prefix[starts]) * _powers(_POLY_INVERSE, data.size, "q")[starts]
-    return fmix64(poly)
+    prefix = np.empty(data.size + 1, np.uint64)
+    prefix[0] = 0
+    prefix[1:] = data  # widened in place: a uint8 x uint64 multiply would take numpy's slow mixed-type loop
+    prefix[1:] *= _powers(_POLY, data.size, "p")
+    np.cumsum(prefix[1:], out=prefix[1:])
+    poly = prefix[ends]
+    poly -= prefix[starts]
+    poly *= _powers(_POLY_INVERSE, data.size, "q")[starts]
+    return _fmix64_inplace(poly)
 
 
-def tokenize(data: np.ndarray, offsets: np.ndarray, chars: bool) -> Tokens:
-    """Word tokens (runs of token bytes) or, with ``chars``, one token per non-separator character."""
+def _fmix64_inplace(values: np.ndarray) -> np.ndarray:
+    """``fmix64`` overwriting ``values`` (one temporary instead of six)."""
+    shifted = np.empty_like(values)
+    for multiplier in (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), None):
+        np.right_shift(values, np.uint64(33), out=shifted)
+        values ^= shifted
+        if multiplier is not None:
+            values *= multiplier
+    return values
+
+
+def tokenize(data: np.ndarray, offsets: np.ndarray, chars: np.ndarray) -> Tokens:
+    """Tokens of every document in one pass: word tokens (runs of token bytes), or, for the
+    documents where ``chars`` is set, one token per non-separator character.
+
+    Token starts and ends come from byte masks over the whole batch, so the tokens come out
+    in document order whatever each document's kind: no per-kind copies, no merge.
+    """
+    size = data.size
+    if size == 0:
+        return Tokens(np.zeros(0, np.uint64), np.zeros(offsets.size, np.int64), np.zeros(0, np.int64),
+                      np.zeros(0, np.int64), data)
     token = _token_bytes(data)
-    docs = offsets.size - 1
-    if chars:
-        lead = np.flatnonzero((data < 0x80) | (data >= 0xC0))
-        bounds = np.append(lead, data.size)
-        keep = np.flatnonzero(token[lead])
-        starts, ends = lead[keep], bounds[keep + 1]
-    else:
-        first = np.zeros(data.size, bool)
-        first[offsets[:-1][offsets[:-1] < data.size]] = True
-        last = np.zeros(data.size, bool)
-        last[offsets[1:][offsets[1:] > 0] - 1] = True
-        before = np.r_[False, token[:-1]] & ~first
-        after = np.r_[token[1:], False] & ~last
-        starts = np.flatnonzero(token & ~before)
-        ends = np.flatnonzero(token & ~after) + 1
-    owner = np.searchsorted(offsets, starts, side="right") - 1
-    token_offsets = np.zeros(docs + 1, np.int64)
-    np.cumsum(np.bincount(owner, minlength=docs), out=token_offsets[1:])
+    lengths = np.diff(offsets)
+    lead = (data < 0x80) | (data >= 0xC0)
+    by_char = np.repeat(chars, lengths) & lead if chars.any() else None
+    # A token starts at a token byte after a non-token byte or at a document's start (or, for
+    # character tokens, at any character's first byte); it ends before the mirror of that.
+    cut_before = np.ones(size, bool)
+    np.logical_not(token[:-1], out=cut_before[1:])
+    cut_before[offsets[:-1][lengths > 0]] = True
+    cut_after = np.ones(size, bool)
+    np.logical_not(token[1:], out=cut_after[:-1])
+    cut_after[offsets[1:][lengths > 0] - 1] = True
+    if by_char is not None:
+        cut_before |= by_char
+        # the byte before a character token's first byte is the end of the previous character
+        cut_after[:-1] |= by_char[1:]
+    starts = np.flatnonzero(token & cut_before)
+    ends = np.flatnonzero(token & cut_after)
+    ends += 1
+    token_offsets = np.searchsorted(starts, offsets, side="left")
     return Tokens(_span_hashes(data, starts, ends), token_offsets, starts, ends, data)
 
 
@@ -275,67 +303,66 @@ def token_hashes32(tokens: Tokens) -> TokenHashes:
     return TokenHashes((tokens.hashes >> np.uint64(32)).astype(np.uint32), tokens.offsets)
 
 
-def shingle_hashes(tokens: TokenHashes, n: int) -> TokenHashes:
-    """Hashes of every n-gram of every document (a short document is one shingle of all its tokens)."""
+def shingle_hashes(tokens: TokenHashes, n: int | np.ndarray) -> TokenHashes:
+    """Hashes of every n-gram of every document (a short document is one shingle of all its tokens).
+
+    ``n`` is one width or one per document. Every position folds the n tokens from it (crossing
+    into the next document where it runs past its own end); the positions that do so are then
+    dropped, and a document shorter than n gets the fold of all its tokens instead.
+    """
     hashes, offsets = tokens.hashes, tokens.offsets
     counts = np.diff(offsets)
+    docs = counts.size
+    widths = np.broadcast_to(np.asarray(n, np.int64), (docs,))
     total = hashes.size
     if total == 0:
-        return TokenHashes(np.zeros(0, np.uint32), np.zeros(len(counts) + 1, np.int64))
-    doc_end = np.repeat(offsets[1:], counts)
-    position = np.arange(total, dtype=np.int64)
-    value = np.zeros(total, np.uint32)
-    padded = np.concatenate([hashes, np.zeros(n, np.uint32)])
-    for j in range(n):
-        inside = position + j < doc_end
-        folded = (value * _FNV_PRIME32) ^ padded[j : j + total]
-        value = np.where(inside, folded, value)
-    doc_start = np.repeat(offsets[:-1], counts)
-    starts = (position + n <= doc_end) | (position == doc_start)
-    shingle_counts = np.maximum(counts - n + 1, np.minimum(counts, 1))
-    new_offsets = np.zeros(len(counts) + 1, np.int64)
+        return TokenHashes(np.zeros(0, np.uint32), np.zeros(docs + 1, np.int64))
+    widest = int(widths.max())
+    uniform = widest == int(widths.min())
+    per_token = None if uniform else np.repeat(widths, counts)
+    padded = np.zeros(total + widest, np.uint32)
+    padded[:total] = hashes
+    value = hashes.copy()
+    for j in range(1, widest):
+        folded = value * _FNV_PRIME32
+        folded ^= padded[j : j + total]
+        value = folded if uniform else np.where(j < per_token, folded, value)
+    # Keep positions whose n-gram lies inside the document: all but each document's last n-1.
+    keep = np.ones(total, bool)
+    for j in range(1, widest):
+        tail = offsets[1:] - j
+        hit = (counts >= j) & (j < widths)
+        keep[tail[hit]] = False
+    # Documents shorter than their n: one shingle, the fold of all their tokens, at their first position.
+    short = np.flatnonzero((counts > 0) & (counts < widths))
+    if short.size:
+        first, length = offsets[short], counts[short]
+        fold = hashes[first].copy()
+        for j in range(1, int(length.max())):
+            more = j < length
+            fold = np.where(more, (fold * _FNV_PRIME32) ^ hashes[np.minimum(first + j, total - 1)], fold)
+        value[first] = fold
+        keep[first] = True
+    shingle_counts = np.where(counts >= widths, counts - widths + 1, np.minimum(counts, 1))
+    new_offsets = np.zeros(docs + 1, np.int64)
     np.cumsum(shingle_counts, out=new_offsets[1:])
-    return TokenHashes(value[starts], new_offsets)
+    return TokenHashes(value[keep], new_offsets)
 
 
-def batch_tokens(texts: pa.Array, cjk: np.ndarray) -> tuple[Tokens, Tokens]:
-    """Normalized word tokens of the non-CJK documents and character tokens of the CJK ones (in input order)."""
+def batch_tokens(texts: pa.Array, cjk: np.ndarray) -> Tokens:
+    """Normalized tokens of a batch: words, or characters for the documents where ``cjk`` (input order)."""
     data, offsets = normalize(texts)
-    return _subset_tokens(data, offsets, ~cjk, chars=False), _subset_tokens(data, offsets, cjk, chars=True)
-
-
-def _subset_tokens(data: np.ndarray, offsets: np.ndarray, rows: np.ndarray, chars: bool) -> Tokens:
-    """Tokens of every document, empty for documents outside ``rows``."""
-    sizes = np.diff(offsets) * rows
-    kept = np.repeat(rows, np.diff(offsets))
-    sub_offsets = np.zeros(offsets.size, np.int64)
-    np.cumsum(sizes, out=sub_offsets[1:])
-    return tokenize(data[kept], sub_offsets, chars)
-
-
-def merge_hashes(words: TokenHashes, chars: TokenHashes) -> TokenHashes:
-    """Interleave per-document hashes of words and characters (each document has only one kind)."""
-    counts = np.diff(words.offsets) + np.diff(chars.offsets)
-    offsets = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    out = np.empty(offsets[-1], words.hashes.dtype)
-    for part in (words, chars):
-        sizes = np.diff(part.offsets)
-        dest = np.repeat(offsets[:-1] - part.offsets[:-1], sizes) + np.arange(part.hashes.size)
-        out[dest] = part.hashes
-    return TokenHashes(out, offsets)
+    return tokenize(data, offsets, np.asarray(cjk, bool))
 
 
 def batch_shingles(texts: pa.Array, cjk: np.ndarray, word_ngram: int, char_ngram: int) -> TokenHashes:
     """Shingle hashes for a batch: word n-grams, or character n-grams where ``cjk``."""
-    words, chars = batch_tokens(texts, cjk)
-    return shingles_of(words, chars, word_ngram, char_ngram)
+    return shingles_of(batch_tokens(texts, cjk), cjk, word_ngram, char_ngram)
 
 
-def shingles_of(words: Tokens, chars: Tokens, word_ngram: int, char_ngram: int) -> TokenHashes:
-    word_sh = shingle_hashes(token_hashes32(words), word_ngram)
-    char_sh = shingle_hashes(token_hashes32(chars), char_ngram)
-    return merge_hashes(word_sh, char_sh)
+def shingles_of(tokens: Tokens, cjk: np.ndarray, word_ngram: int, char_ngram: int) -> TokenHashes:
+    widths = word_ngram if word_ngram == char_ngram else np.where(cjk, char_ngram, word_ngram)
+    return shingle_hashes(token_hashes32(tokens), widths)
 
 
 def signatures(shingles: TokenHashes, num_perm: int, seed: int, chunk_rows: int = 8192) -> np.ndarray:
@@ -382,5 +409,5 @@ def token_strings(texts: list[str] | pa.Array, cjk: np.ndarray | None = None, mi
     """Each document's tokens as strings (the units ``batch_shingles`` hashes): for references and tests."""
     array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.string())
     cjk = is_cjk(array, None, min_ratio) if cjk is None else cjk
-    words, chars = batch_tokens(array, cjk)
-    return [(chars if cjk[i] else words).strings(i) for i in range(len(array))]
+    tokens = batch_tokens(array, cjk)
+    return [tokens.strings(i) for i in range(len(array))]

@@ -107,11 +107,7 @@ def test_exact_keys_ignore_case_punctuation_whitespace_not_order():
     texts = ["The cat, sat.", "the  CAT sat!!", "sat the cat", "", "...", "猫坐着。", "猫 坐 着"]
     array = pa.array(texts)
     cjk = mh.is_cjk(array, None, 0.3)
-    words, chars = mh.batch_tokens(array, cjk)
-    word_keys, word_present = mh.exact_keys(words)
-    char_keys, char_present = mh.exact_keys(chars)
-    keys = np.where(cjk, char_keys, word_keys)
-    present = np.where(cjk, char_present, word_present)
+    keys, present = mh.exact_keys(mh.batch_tokens(array, cjk))
     assert present.tolist() == [True, True, True, False, False, True, True]
     assert keys[0] == keys[1] and keys[0] != keys[2] and keys[5] == keys[6]
 
@@ -119,6 +115,5 @@ def test_exact_keys_ignore_case_punctuation_whitespace_not_order():
 def test_token_hash_reference_matches_vectorized():
     texts = ["alpha beta gamma", "école 中文"]
     array = pa.array(texts)
-    words, _ = mh.batch_tokens(array, np.zeros(2, bool))
-    vectorized = mh.token_hashes32(words).hashes.tolist()
+    vectorized = mh.token_hashes32(mh.batch_tokens(array, np.zeros(2, bool))).hashes.tolist()
     assert vectorized == [mh.token_hash(t) for doc in mh.token_strings(array, np.zeros(2, bool)) for t in doc]
