@@ -199,7 +199,7 @@ _POLY_INVERSE = pow(_POLY, -1, 1 << 64)
 def _powers(base: int, count: int, name: str) -> np.ndarray:
     cached = _POWERS.get(name)
     if cached is None or cached.size < count:
-        size = max(count, 1 << 20, 0 if cached is None else 2 * cached.size)
+        size = max(count, 1 << 17, 0 if cached is None else 2 * cached.size)
         cached = np.full(size, base, np.uint64)
         cached[0] = 1
         np.multiply.accumulate(cached, out=cached)
@@ -207,23 +207,39 @@ def _powers(base: int, count: int, name: str) -> np.ndarray:
     return cached[:count]
 
 
+#: Span hashes run over windows of about this many bytes: their prefix sums and powers stay in cache,
+#: and no array the size of the batch is allocated (fresh memory is what costs most on small VMs).
+SPAN_WINDOW = 1 << 16
+
+
 def _span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """64-bit hash of every byte span: fmix64 of the polynomial sum(byte_j * P**j) mod 2**64.
 
-    One prefix sum of byte_i * P**i over the batch; a span's polynomial is the difference of two
-    prefix values times P**-start (P is odd, so invertible mod 2**64).
+    Per window of spans: one prefix sum of byte_i * P**i (i from the window's first byte), a span's
+    polynomial being the difference of two prefix values times P**-start (P is odd, so invertible
+    mod 2**64). The value does not depend on where the window starts, so windows change nothing.
     """
+    out = np.empty(starts.size, np.uint64)
     if starts.size == 0:
-        return np.zeros(0, np.uint64)
-    prefix = np.empty(data.size + 1, np.uint64)
-    prefix[0] = 0
-    prefix[1:] = data  # widened in place: a uint8 x uint64 multiply would take numpy's slow mixed-type loop
-    prefix[1:] *= _powers(_POLY, data.size, "p")
-    np.cumsum(prefix[1:], out=prefix[1:])
-    poly = prefix[ends]
-    poly -= prefix[starts]
-    poly *= _powers(_POLY_INVERSE, data.size, "q")[starts]
-    return _fmix64_inplace(poly)
+        return out
+    cuts = np.searchsorted(starts, np.arange(int(starts[0]), int(ends[-1]), SPAN_WINDOW)[1:])
+    bounds = np.unique(np.concatenate([[0], cuts, [starts.size]]))
+    buffer = np.empty(0, np.uint64)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        origin, stop = int(starts[lo]), int(ends[hi - 1])
+        width = stop - origin
+        if buffer.size < width + 1:
+            buffer = np.empty(max(width + 1, SPAN_WINDOW * 2), np.uint64)
+        prefix = buffer[: width + 1]
+        prefix[0] = 0
+        prefix[1:] = data[origin:stop]
+        prefix[1:] *= _powers(_POLY, width, "p")
+        np.cumsum(prefix[1:], out=prefix[1:])
+        s, e = starts[lo:hi] - origin, ends[lo:hi] - origin
+        poly = out[lo:hi]
+        np.subtract(prefix[e], prefix[s], out=poly)
+        poly *= _powers(_POLY_INVERSE, width, "q")[s]
+    return _fmix64_inplace(out)
 
 
 def _fmix64_inplace(values: np.ndarray) -> np.ndarray:
