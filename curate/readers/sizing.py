@@ -41,6 +41,8 @@ MAX_PARTS = 16
 #: Bytes of text per byte of gzip, to weigh a compressed file against plain ones (JSONL of web and
 #: book text: 2.6-3.2 measured on the shared data; an estimate only moves the balance, never the output).
 GZIP_EXPANSION = 3.0
+#: A byte range may be this much larger than its target (so ``run.task_mb`` is exceeded by 25% at most).
+RANGE_SLACK = 1.25
 #: The scheme of task ids and cuts; a manifest without it was cut by an older curate.
 SCHEME = 2
 
@@ -89,8 +91,10 @@ def part_ranges(size: int, estimated: int, fanout_bytes: int | None) -> list[tup
 
 
 def byte_ranges(size: int, target_bytes: int, *, legacy: bool) -> list[tuple[int, int | None]]:
-    """Byte ranges of a plain file, each at most ``target_bytes`` and of equal size.
+    """Byte ranges of a plain file, of equal size, at most ``RANGE_SLACK`` x ``target_bytes``.
 
+    The slack keeps a file a little over its share one task (four files of an 80 MB input on 2
+    workers, each a few bytes over 20 MB) instead of cutting each into two halves.
     ``legacy``: the cut of a run without a known worker count (and of curate before scheme 2):
     a file up to 1.5x the target is one task, larger ones are cut every ``target_bytes``.
     """
@@ -99,7 +103,7 @@ def byte_ranges(size: int, target_bytes: int, *, legacy: bool) -> list[tuple[int
             return [(0, None)]
         starts = list(range(0, size, target_bytes))
         return [(s, None if s + target_bytes >= size else s + target_bytes) for s in starts]
-    n = max(1, math.ceil(size / target_bytes))
+    n = max(1, math.ceil(size / (target_bytes * RANGE_SLACK)))
     if n == 1:
         return [(0, None)]
     bounds = [size * k // n for k in range(n + 1)]
