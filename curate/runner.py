@@ -366,6 +366,12 @@ class RemoteOutputLock:
                 return False
         return False
 
+    def _mine(self, holder: dict) -> bool:
+        import socket
+
+        return (holder.get("pid"), holder.get("host"), holder.get("since")) == (
+            os.getpid(), socket.gethostname(), self._since)
+
     def acquire(self) -> None:
         import threading
 
@@ -377,6 +383,9 @@ class RemoteOutputLock:
                 holder = {}  # released in between: try once more below
             except ValueError:
                 holder = {"pid": "unknown"}
+            if self._mine(holder):  # our own create, retried after an error that hid its success
+                holder = {}
+                self.held = True
             if holder and not (self.break_lock or self._stale(holder)):
                 raise OutputLocked(f"{self.output}: another curate run ({self._describe(holder)}) holds this output; "
                                    "wait for it to finish, or choose another --output (if no run is working "
@@ -384,7 +393,7 @@ class RemoteOutputLock:
             if holder:
                 storage.remove(self.path)
                 self.previous = self._describe(holder)
-            if not storage.put_if_absent(self.path, self._body()):
+            if not self.held and not storage.put_if_absent(self.path, self._body()):
                 raise OutputLocked(f"{self.output}: another curate run took this output's lock at the same "
                                    "moment; wait for it to finish, or choose another --output")
         self.held = True

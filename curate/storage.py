@@ -217,13 +217,16 @@ def put_if_absent(path: str, data: bytes) -> bool:
             f.write(data)
         return True
     fs, p = _strip(path)
-    try:
-        _retrying(path, lambda: fs.pipe_file(p, data, mode="create"))
-    except (FileExistsError, OSError) as err:
-        if isinstance(err, FileExistsError) or "PreconditionFailed" in str(err) or "412" in str(err):
-            return False
-        raise
-    return True
+
+    def create() -> bool:
+        try:
+            fs.pipe_file(p, data, mode="create")
+        except (FileExistsError, OSError) as err:  # "already there" is an answer, not an error to retry
+            if isinstance(err, FileExistsError) or "PreconditionFailed" in str(err) or "412" in str(err):
+                return False
+            raise
+        return True
+    return bool(_retrying(path, create))
 
 
 def open_read(path: str):
