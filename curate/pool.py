@@ -113,6 +113,7 @@ def stop_ray() -> None:
     global _watch
     import ray
 
+    _end_monitor()
     ray.shutdown()
     if _watch is not None:
         watcher, _ = _watch
@@ -122,6 +123,28 @@ def stop_ray() -> None:
             watcher.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
+
+
+def _end_monitor() -> None:
+    """Kill Ray's autoscaler monitor before ``ray.shutdown``.
+
+    ``ray.shutdown`` sends each of its processes SIGTERM and waits up to a second for it to exit; the
+    monitor (``monitor.py``, which scales clusters, nothing an embedded Ray of fixed size uses) waits
+    the whole second before it is killed: 1.0 of the 1.45 s the shutdown took (Ray 2.60; the raylet,
+    GCS, dashboard and log monitor take 0.03 to 0.06 s each). Killed first, Ray finds it gone. It holds
+    nothing of the run's. No public API names it; with another Ray, nothing is done.
+    """
+    try:
+        import ray
+        from ray._private import ray_constants
+
+        node = ray._private.worker._global_node  # noqa: SLF001 - no public API
+        for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []):
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=5)
+    except Exception:  # noqa: BLE001 - Ray's own shutdown still ends it
+        pass
 
 
 @contextlib.contextmanager
