@@ -45,9 +45,10 @@ DOC_END_BYTES = np.array([DOC_END], dtype=np.int32).tobytes()
 #: segments, so the cache would only cost time: they go to SentencePiece whole. (Rank BPE takes the
 #: same rule: on Chinese SentencePiece is the faster of the two, ~20 MB/s against ~15 per core.)
 MAX_MEAN_SEGMENT_CHARS = 16
-#: SEGMENT and SEGMENT_LINES on SentencePiece's normalized text (every space is ``▁``), for tiktoken's regex.
-RANK_PATTERN = "\u2581*[^\u2581]+|\u2581+"
-RANK_PATTERN_LINES = "\u2581*[^\u2581\\n]+|\u2581+|\\n+[^\u2581\\n]*"
+#: SEGMENT and SEGMENT_LINES for tiktoken's regex, on text whose ``▁`` are spaces (rank BPE spells ``▁`` as a
+#: space: the text needs no rewriting, and ASCII text stays ASCII, which tiktoken takes without converting it).
+RANK_PATTERN = " *[^ ]+| +"
+RANK_PATTERN_LINES = " *[^ \\n]+| +|\\n+[^ \\n]*"
 Piece = model_pb2.ModelProto.SentencePiece
 #: Placeholders in the flat array before they are spliced out (DOC_END stays): a text SentencePiece
 #: encodes whole, and (at PARTIAL and below) the leading bytes of a character not in the vocabulary.
@@ -70,8 +71,10 @@ def segment_safe(proto: model_pb2.ModelProto) -> bool:
 class RankBPE:
     """A SentencePiece BPE model as tiktoken ranks, so that tiktoken's core encodes with its merges.
 
-    Ranks, from merged first to merged last: the 256 single bytes (the character piece for an
-    ASCII character in the vocabulary, else the byte piece ``<0xXX>``); the leading 2 and 3 bytes
+    Every ``▁`` is spelled as a space, in the pieces and in the text (SentencePiece makes each space
+    a ``▁`` and takes a ``▁`` in the text as one). Ranks, from merged first to merged last: the 256
+    single bytes (the character piece for an ASCII character in the vocabulary or the space, else
+    the byte piece ``<0xXX>``); the leading 2 and 3 bytes
     of each multi-byte character piece (no piece: steps on the way to a character); the multi-byte
     character pieces; then every longer piece by descending score. So every character of the
     vocabulary is whole before any two characters merge, as in SentencePiece, whose starting
@@ -120,6 +123,8 @@ class RankBPE:
                     longer.append((-p.score, i, p.piece))
         if len(byte_piece) != 256:
             return None, "not all 256 byte pieces"
+        if SPACE not in chars:
+            return None, "no piece for the space"
         if len({score for score, _, _ in longer}) != len(longer):
             return None, "two pieces with the same score (SentencePiece breaks such ties by position)"
         if any(c not in chars for _, _, piece in longer for c in piece):
@@ -132,6 +137,7 @@ class RankBPE:
         ranks: dict[bytes, int] = {}
         ids: list[int] = []
         spelled: list[np.ndarray] = []
+        chars[" "] = chars.pop(SPACE)
         for byte in range(256):
             ranks[bytes([byte])] = len(ids)
             ids.append(chars.get(chr(byte), byte_piece[byte]) if byte < 128 else byte_piece[byte])
@@ -145,7 +151,7 @@ class RankBPE:
                 ranks[c.encode()] = len(ids)
                 ids.append(i)
         for _, i, piece in sorted(longer):
-            ranks[piece.encode()] = len(ids)
+            ranks[piece.replace(SPACE, " ").encode()] = len(ids)
             ids.append(i)
         end, whole = len(ids), len(ids) + 1
         encoding = tiktoken.Encoding("curate-sentencepiece", pat_str=RANK_PATTERN_LINES if lines else RANK_PATTERN,
@@ -253,7 +259,7 @@ class Encoder:
         """All texts' ids through tiktoken's core (``RankBPE``), DOC_END after each."""
         bpe = self.rank_bpe
         encode = bpe.encoding.encode_ordinary
-        prefix = SPACE if self.dummy_prefix else ""
+        prefix = " " if self.dummy_prefix else ""
         lines = self.newline_split
         end = bpe.end
         ranks: list[int] = []
@@ -266,8 +272,9 @@ class Encoder:
                 whole.append(i)
                 ranks.append(bpe.whole)
             else:
-                # SentencePiece's normalization for a segment-safe model: the dummy prefix, spaces as ``▁``
-                ranks += encode(prefix + text.replace(" ", SPACE))
+                # SentencePiece's normalization for a segment-safe model: the dummy prefix, and spaces and
+                # ``▁`` the same (here both spaces)
+                ranks += encode(prefix + (text.replace(SPACE, " ") if SPACE in text else text))
                 ranks.append(end)
                 if len(ranks) > RANKS_FLUSH:
                     chunks.append(np.array(ranks, dtype=np.int32))
