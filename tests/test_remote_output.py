@@ -230,6 +230,9 @@ def test_bad_outputs_are_one_line_errors_and_write_nothing(world):
     s3.client().put_object(Bucket=BUCKET, Key="other/notes.txt", Body=b"not a curate run")
     _one_line_error(_run(urls, f"s3://{BUCKET}/other/", work, env), 2, "not a curate output")
     assert _keys(s3, "other/") == ["other/notes.txt"]
+    replaced = _run(urls, f"s3://{BUCKET}/other/", work, env, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert "other/notes.txt" not in _keys(s3, "other/") and "other/manifest.json" in _keys(s3, "other/")
 
     # a live run holds the output: this process, on this host, renewed just now
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": "now", "renewed": time.time()}
