@@ -694,8 +694,15 @@ class Runner:
             seconds = time.perf_counter() - t0
             self.timer.add_global(stage.name, segment.index, seconds, result)
             write_json_atomic(marker, {"summary": result, "seconds": seconds})
-        return [Task(source=_source_of_shard(path), format="parquet", path=path, index=i)
-                for i, path in enumerate(shards)]
+        if storage.is_remote(self.output):  # a footer and a row group per shard: many in flight, not one by one
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(16) as threads:
+                sources = list(threads.map(_source_of_shard, shards))
+        else:
+            sources = [_source_of_shard(path) for path in shards]
+        return [Task(source=source, format="parquet", path=path, index=i)
+                for i, (source, path) in enumerate(zip(sources, shards))]
 
     def _record_task(self, outcome: TaskOutcome, task: Task) -> None:
         self.manifest.setdefault("tasks", {})[outcome.task_id] = {
