@@ -15,7 +15,7 @@ import ray
 from curate.params import ConfigError
 from curate.stages import dedup_graph as graph
 from curate.stages import minhash as mh
-from curate.stages.dedup import ExactDedup, MinHashDedup, _TaskRunner
+from curate.stages.dedup import ExactDedup, MinHashDedup, _TaskRunner, plan_units
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,14 +44,14 @@ def _doc(doc_id: str, text: str | None, **extra) -> dict:
     return {"id": doc_id, "source": "test", "text": text, "url": extra.pop("url", None), "path": None, **extra}
 
 
-def _run(rows: list[dict], tmp_path, shards: int = 3, workers: int = 2, name: str = "work", **params):
+def _run(rows: list[dict], tmp_path, shards: int = 3, workers: int = 2, name: str = "work", row_group_size=None, **params):
     """Write ``rows`` as shards (input order kept), run dedup, apply it; returns (summary, {id: row})."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     paths = []
     for i, chunk in enumerate(np.array_split(np.arange(len(rows)), shards)):
-        path = str(tmp_path / f"shard{i}.parquet")
-        pq.write_table(table.take(pa.array(chunk, pa.int64())), path)
+        path = str(tmp_path / f"{name}-shard{i}.parquet")
+        pq.write_table(table.take(pa.array(chunk, pa.int64())), path, row_group_size=row_group_size)
         paths.append(path)
     stage = MinHashDedup.from_config(params)
     workdir = str(tmp_path / name)
@@ -168,8 +168,11 @@ def test_same_decisions_whatever_the_partitioning_and_resume(english, tmp_path):
     rows = [_doc(f"p{i}", t) for i, t in enumerate(english[:80])]
     rows += [_doc(f"dup{i}", _substitute(english[i], [3])) for i in range(0, 80, 4) if len(english[i].split()) > 60]
     summary_a, out_a = _run(rows, tmp_path, workers=1, name="a", partitions=2)
-    summary_b, out_b = _run(rows, tmp_path, workers=2, name="b", partitions=7, verify=False)
+    # b: small row groups, so the map tasks cut shards apart and span shard ends
+    summary_b, out_b = _run(rows, tmp_path, workers=2, name="b", partitions=7, verify=False, row_group_size=9)
     assert out_a == out_b and summary_a["near-duplicate"] > 0
+    units, sizes = plan_units(sorted(str(p) for p in tmp_path.glob("b-shard*.parquet")), 2, rows_per_task=10)
+    assert len(units) == 8 and sum(sizes) == len(rows) and any(len(unit) > 1 for unit in units)
     markers = sorted(os.listdir(tmp_path / "a" / "_done"))
     assert markers and any(m.startswith("map0-") for m in markers)
     written = os.path.getmtime(tmp_path / "a" / "decisions.parquet")
