@@ -28,6 +28,8 @@ from curate.stages.textstats import (
     text_column, word_mode,
 )
 
+#: A token with a letter or digit (``textstats.is_word``), among tokens joined by spaces.
+_WORD_TOKEN = re.compile(r"\S*\w\S*")
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _ABBREVIATION = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|Gen|Col|Capt|Rev|vs|etc|Inc|Ltd|Co|No)\.")
@@ -113,9 +115,14 @@ class C4Quality(Stage):
         cut = line_words(text, lang) if cjk else map(str.split, lines)
         for line, words in zip(lines, cut):
             v.lines += 1
-            if cjk:
-                words = [w for w in words if is_word(w)]
-            if p.max_word_length > 0 and any(len(w) > p.max_word_length for w in words):
+            if cjk:  # words with a letter or digit (no token holds whitespace): one regex pass, not one per word
+                word_count = len(_WORD_TOKEN.findall(" ".join(words)))
+                long_words = (w for w in words if len(w) > p.max_word_length and is_word(w))
+            else:
+                word_count = len(words)
+                long_words = (w for w in words if len(w) > p.max_word_length)
+            # a word is part of its line: only a line longer than the limit can hold a longer word
+            if 0 < p.max_word_length < len(line) and any(long_words):
                 v.long_word += 1
                 continue
             if p.remove_citations:
@@ -130,7 +137,7 @@ class C4Quality(Stage):
             if p.filter_no_terminal_punct and unpunctuated:
                 v.no_terminal_punct += 1
                 continue
-            if len(words) < p.min_words_per_line:
+            if word_count < p.min_words_per_line:
                 v.too_few_words += 1
                 continue
             lower = line.lower()
