@@ -51,6 +51,12 @@ def test_tasks_are_sized_from_the_input_and_the_workers():
     assert len(byte_ranges(97 * MB, 64 * MB, legacy=True)) == 2
 
 
+def test_a_remote_compressed_file_is_not_read_in_parts():
+    """Each part reads a file from its start: over the network that would download it once per part."""
+    for fmt, url in [("jsonl", "https://example.invalid/big.jsonl.gz"), ("warc", "s3://bucket/cc.warc.gz")]:
+        assert reader_class(fmt)(fmt).tasks([url], MB, 1) == [Task(fmt, fmt, url)]
+
+
 def test_ranges_cover_the_file_once():
     for size, target in [(1000, 7), (10 * MB + 3, MB), (5, 1)]:
         ranges = byte_ranges(size, target, legacy=False)

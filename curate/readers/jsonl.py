@@ -55,6 +55,9 @@ class JsonlReader(Reader):
         """Byte ranges of plain files; parts (compressed byte ranges, each read from the start) of ``.gz``."""
         tasks = []
         for path in paths:
+            if path.endswith(".gz") and is_remote(path):  # not read in parts: each would download it again
+                tasks.append(Task(self.source, self.format, path))
+                continue
             size = input_size(path) if is_remote(path) or os.path.isfile(path) else 0
             if path.endswith(".gz"):
                 ranges = part_ranges(size, estimated_bytes(path, size), fanout_bytes)

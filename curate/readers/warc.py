@@ -309,10 +309,14 @@ class ArcReader(WarcReader):
 def _part_tasks(reader: Reader, paths: list[str], fanout_bytes: int | None) -> list[Task]:
     """An archive cannot be entered in the middle (gzip; and a record boundary is only known by reading up
     to it): a large one is read whole by each of its parts, each keeping the records whose compressed
-    position falls in its byte range (curate.readers.sizing)."""
+    position falls in its byte range (curate.readers.sizing). A remote file is not read in parts: each
+    part would download it again."""
     tasks = []
     for path in paths:
-        size = input_size(path) if is_remote(path) or os.path.isfile(path) else 0
+        if is_remote(path):
+            tasks.append(Task(reader.source, reader.format, path))
+            continue
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
         tasks += [Task(reader.source, reader.format, path, start, end)
                   for start, end in part_ranges(size, estimated_bytes(path, size), fanout_bytes)]
     return tasks
