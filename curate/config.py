@@ -11,7 +11,7 @@
       - gopher_quality: {skip_sources: [code]}
       - dedup: {threshold: 0.8}
     run:
-      task_mb: 64                  # split large inputs into tasks of about this size
+      task_mb: 64                  # the largest task; smaller so that every worker gets two (docs/runner.md)
 
 Every mistake (unknown key, wrong type, bad value, unknown stage or format)
 raises ``ConfigError`` naming the file and the key path.
@@ -60,7 +60,8 @@ CODE_ONLY_STAGES = {"code_quality"}
 @dataclass
 class RunSettings:
     task_mb: float = 64.0
-    """Large inputs are split into tasks of about this many MB (files, byte ranges, row groups)."""
+    """The largest task in MB (files, byte ranges, row groups, parts of .gz/WARC files): a run sizes its
+    tasks so that every worker gets about two, down to 4 MB, never above this (curate.readers.sizing)."""
     batch_rows: int = 1000
     """Documents per record batch flowing through the stages."""
     shard_rows: int = 200_000
