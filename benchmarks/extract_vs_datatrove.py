@@ -9,6 +9,8 @@ Both sides run as a user runs them, as separate commands timed from the outside,
   ``WarcReader`` -> ``Trafilatura(timeout=5, deduplicate=False)`` -> ``LanguageFilter(["en", "zh"])`` on a
   ``LocalPipelineExecutor`` with the same number of workers (dedup off: the input repeats the files).
 
+Needs ``run.executor`` (curate's choice between Ray and in-process, #16 item 1).
+
 Input: copies of the real WARC files of ../shared/data/warc (resiliparse's CC-MAIN excerpt, dolma's sample, an IAH
 wget crawl, whirlwind, jwarc, warcio, and the copycat Wayback snapshot). Fixed cost: each command once on a one-page
 WARC file in the same run; marginal rate = kept pages / (wall - fixed). Rounds alternate the commands, so all see
@@ -118,6 +120,26 @@ def measured(command: list[str], **popen) -> tuple[int, float, float, int]:
     return proc.returncode, time.perf_counter() - started, sum(seen.values()), proc.pid
 
 
+def html_pages_warc(target: Path, data: Path = DATA.parent / "html_extraction") -> int:
+    """The real pages of ../shared/data/html_extraction (scrapinghub, trafilatura's eval set, Mozilla's readability
+    tests: 47% of them in languages other than en and zh) as one WARC file of 200 responses, a gzip member per
+    record as Common Crawl writes them. Returns the number of pages."""
+    import gzip
+    import uuid
+
+    pages = [p for p in sorted(data.rglob("*.html.gz")) if p.name != "expected.html.gz"]
+    with open(target, "wb") as out:
+        for i, path in enumerate(pages):
+            body = gzip.decompress(path.read_bytes())
+            http = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body)) + body
+            head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{uuid.UUID(int=i + 1)}>\r\n"
+                    f"WARC-Date: 2024-01-01T00:00:00Z\r\nWARC-Target-URI: http://pages.example/{i}/{path.parent.name}\r\n"
+                    f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n")
+            out.write(gzip.compress(head.encode() + http + b"\r\n\r\n"))
+    return len(pages)
+
+
 # -- curate ------------------------------------------------------------------------------------------------------
 
 
@@ -141,7 +163,9 @@ def run_curate(input_dir: Path, output: Path, workers: int, sets: list[str]) -> 
     reasons = (rejects.to_table(columns=["reject_reason"])["reject_reason"].to_pylist()
                if "reject_reason" in rejects.schema.names else [])
     prechecked = reasons.count("language-precheck")
-    return {"seconds": wall, "cpu": cpu, "kept": docs.num_rows, "keys": keys, "prechecked": prechecked}
+    executor = "ray" if "executor: ray" in log.read_text() else "in-process"
+    return {"seconds": wall, "cpu": cpu, "kept": docs.num_rows, "keys": keys, "prechecked": prechecked,
+            "executor": executor}
 
 
 # -- datatrove ---------------------------------------------------------------------------------------------------
@@ -199,6 +223,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all commands")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--multilingual", action="store_true",
+                        help="add the html_extraction pages (47%% not en/zh) as a WARC file to each copy")
     args = parser.parse_args()
     languages = ["en", "zh"]  # curate's langid default; datatrove is given the same
 
@@ -209,10 +235,15 @@ def main() -> None:
     for copy in range(args.copies):
         for name in FILES:
             shutil.copy(DATA / name, input_dir / f"{copy:02d}-{name.replace('/', '-')}")
+    if args.multilingual:
+        pages = html_pages_warc(work / "pages.warc.gz")
+        for copy in range(args.copies):
+            shutil.copy(work / "pages.warc.gz", input_dir / f"{copy:02d}-html-extraction-pages.warc.gz")
+        print(f"with {pages} html_extraction pages per copy, as a WARC file")
     shutil.copy(DATA / TINY, tiny_dir / TINY.replace("/", "-"))
-    files = len(FILES) * args.copies
+    files = len(list(input_dir.iterdir()))
     mb = sum(f.stat().st_size for f in input_dir.iterdir()) / 1e6
-    print(f"input: {files} WARC files ({args.copies} copies of {len(FILES)}, {mb:.1f} MB), kept languages {languages}, "
+    print(f"input: {files} WARC files ({args.copies} copies of {files // args.copies}, {mb:.1f} MB), kept languages {languages}, "
           f"{args.workers} workers; {os.cpu_count()} CPUs, {load()}")
     python = None if args.skip_datatrove else ensure_datatrove()
     variants = {"curate, pre-check on": [f"extract.only_languages={','.join(languages)}"],
@@ -229,13 +260,14 @@ def main() -> None:
                 small = run_datatrove(python, tiny_dir, work, 1, 1, languages)
                 result = run_datatrove(python, input_dir, work, args.workers, files, languages)
                 result["kept"] = next((v for k, v in result.items() if k.endswith(": kept")), 0)
-            else:
-                small = run_curate(tiny_dir, work / "out-tiny", args.workers, variants[name])
+            else:  # the one-page run goes the way the big one went (Ray, or in-process for a small input)
                 result = run_curate(input_dir, work / f"out-{len(rows)}", args.workers, variants[name])
+                small = run_curate(tiny_dir, work / "out-tiny", args.workers,
+                                   variants[name] + [f"run.executor={result['executor']}"])
             fixed.setdefault(name, []).append(small["seconds"])
             rows.setdefault(name, []).append(result)
             marginal = result["kept"] / max(result["seconds"] - small["seconds"], 1e-9)
-            extra = f", pre-check dropped {result['prechecked']}" if "prechecked" in result else ""
+            extra = f", {result['executor']}, pre-check dropped {result['prechecked']}" if "prechecked" in result else ""
             print(f"  {name:22s} {result['seconds']:6.1f} s wall, {result['cpu']:6.1f} s CPU, kept {result['kept']:5d}: "
                   f"{result['kept'] / result['seconds']:6.1f} kept pages/s end to end; fixed {small['seconds']:.1f} s, "
                   f"marginal {marginal:6.1f} kept pages/s{extra}  ({load()})")
