@@ -16,7 +16,7 @@ import pytest
 
 from curate.tokenizers.corpus import input_files
 from curate.tokenizers import encoder as encoder_module
-from curate.tokenizers.encoder import Encoder
+from curate.tokenizers.encoder import MAX_MEAN_SEGMENT_CHARS, Encoder
 from curate.tokenizers.extend import append_pieces
 from curate.tokenizers.train import TrainParams, train_tokenizer
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
@@ -106,9 +106,14 @@ def unseen(shared_data, texts) -> list[str]:
         out += [" ".join(lines[i:i + 8]) for i in range(0, len(lines), 8)]
     with open(shared_data / "chinese" / "cmrc2018-wikipedia" / "paragraphs.jsonl", encoding="utf-8") as f:
         out += [json.loads(line)["text"] for line in list(f)[60:160]]
-    with open(shared_data / "chinese" / "ud-chinese-gsdsimp" / "sentences.jsonl", encoding="utf-8") as f:
-        sentences = [json.loads(line)["text"] for line in f][:200]
-    out += [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]  # Chinese with spaces: rank BPE
+    # UD Chinese with its gold word segmentation, words between spaces: Chinese characters through rank BPE
+    # (unsegmented Chinese has too few spaces and goes to SentencePiece whole)
+    with open(shared_data / "chinese" / "ud-chinese-gsdsimp" / "zh_gsdsimp-ud-dev.conllu", encoding="utf-8") as f:
+        sentences = [" ".join(line.split("\t")[1] for line in block.split("\n") if line.split("\t")[0].isdigit())
+                     for block in f.read().split("\n\n")[:200]]
+    segmented = [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]
+    assert all(len(text) <= MAX_MEAN_SEGMENT_CHARS * (text.count(" ") + 1) for text in segmented)
+    out += segmented
     out += ["emoji 😀🙈 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ǅ ﬁ", "\u2581\u2581 x \u2581", "tab\tseparated\tvalues\n", "  two  spaces  ",
             "中文 mixed 混合 text 文本", "ḁ̴̢̛̛ combining marks ē̄"]
     return out
