@@ -43,7 +43,9 @@ _RE_SKIP = re.compile("(\r\n|\\s)", re.U)
 _HMM_HAN = re.compile("([\u4E00-\u9FD5]+)")
 _HMM_SKIP = re.compile("([a-zA-Z0-9]+(?:\\.\\d+)?%?)")
 
+#: At most this many entries per memo, of blocks of at most this many characters (~30 MB at worst).
 _MEMO_LIMIT = 200_000
+_MEMO_MAX_CHARS = 64
 _MISSING = object()
 _SLOT = {"B": 0, "M": 1, "S": 2, "E": 3}
 
@@ -195,9 +197,10 @@ class ExactJieba:
                         out.append(word)
             else:
                 out += [x for x in _HMM_SKIP.split(blk) if x]
-        if len(self._unknown) >= _MEMO_LIMIT:
-            self._unknown.clear()
-        self._unknown[s] = out
+        if len(s) <= _MEMO_MAX_CHARS:
+            if len(self._unknown) >= _MEMO_LIMIT:
+                self._unknown.clear()
+            self._unknown[s] = out
         return out
 
     # --- whole text ----------------------------------------------------------------------
@@ -213,9 +216,10 @@ class ExactJieba:
                 words = blocks.get(blk)
                 if words is None:
                     words = self._cut_block(blk)
-                    if len(blocks) >= _MEMO_LIMIT:
-                        blocks.clear()
-                    blocks[blk] = words
+                    if len(blk) <= _MEMO_MAX_CHARS:  # long blocks seldom repeat: the memo stays small
+                        if len(blocks) >= _MEMO_LIMIT:
+                            blocks.clear()
+                        blocks[blk] = words
                 out += words
             else:
                 for x in _RE_SKIP.split(blk):
