@@ -275,7 +275,10 @@ def _keep_freed_memory():
     By default glibc gives blocks above its mmap threshold back to the kernel when freed, so every
     batch's arrays are fresh pages again, each one a page fault on first touch: on small VMs that
     was 10-15% of the map step's CPU time. ``mallopt`` raises the thresholds for the block;
-    afterwards they are set back and ``malloc_trim`` returns what is free. A no-op without glibc.
+    afterwards ``malloc_trim`` returns what is free and the thresholds are left where glibc's own
+    adjustment tops out (32 MB mmap, 64 MB trim; setting them ends that adjustment, and 128 KB
+    would make every later array of a process that goes on working, as an in-process run's
+    driver does, fresh pages again). A no-op without glibc.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -283,15 +286,15 @@ def _keep_freed_memory():
     except (OSError, AttributeError):
         yield
         return
-    m_trim_threshold, m_mmap_threshold, default = -1, -3, 128 * 1024
+    m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 1 << 30)
     mallopt(m_trim_threshold, 1 << 30)
     try:
         yield
     finally:
-        mallopt(m_mmap_threshold, default)
-        mallopt(m_trim_threshold, default)
         trim(0)
+        mallopt(m_mmap_threshold, 32 << 20)
+        mallopt(m_trim_threshold, 64 << 20)
 
 
 def map_shard(pieces: list[tuple[str, list[int]]], index: int, ordinal_base: int, params: DedupParams, workdir: str,
