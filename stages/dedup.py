@@ -241,8 +241,8 @@ def plan_units(shards: list[str], workers: int, rows_per_task: int = 10_000) -> 
     groups = []  # (shard, row group, rows, work: the text column's bytes, and some per row)
     for path in shards:
         metadata = _open_parquet(path).metadata
-        names = metadata.schema.to_arrow_schema().names
-        text = names.index(TEXT) if TEXT in names else None
+        leaves = [metadata.schema.column(j).path for j in range(metadata.num_columns)]  # Parquet's leaf columns
+        text = leaves.index(TEXT) if TEXT in leaves else None
         for g in range(metadata.num_row_groups):
             group = metadata.row_group(g)
             size = group.column(text).total_uncompressed_size if text is not None else 0
