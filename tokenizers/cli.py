@@ -12,7 +12,7 @@ import sys
 import click
 
 from curate.params import ConfigError, build_params
-from curate.tokenizers.params import ExtendParams, TrainParams
+from curate.tokenizers.params import ExtendParams, TokenizeParams, TrainParams
 
 FORMAT_CHOICE = click.Choice(["auto", "curated", "parquet", "jsonl", "txt"])
 
@@ -254,32 +254,55 @@ def export_nanogpt_command(tokens_dir, output, val_fraction, dtype, sources) -> 
 @click.argument("more_inputs", nargs=-1)
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True, help=FORMAT_HELP)
 @click.option("--source", default="input", show_default=True, help="Source name for plain inputs.")
-@click.option("--output", required=True, help="Folder of token shards (rerun to resume).")
+@click.option("--output", required=True,
+              help="Folder of token shards, or an object-store prefix (s3://bucket/tokens/); rerun to resume.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Parallel tasks; 0: every core.")
 @click.option("--eos/--no-eos", default=True, show_default=True, help="EOS after every document.")
-def tokenize_command(tokenizer_path, inputs, more_inputs, fmt, source, output, workers, eos) -> None:
-    """Tokenize documents into per-source uint16/uint32 shards with a document index, on Ray."""
+@click.option("--executor", type=click.Choice(["auto", "ray", "processes", "in-process"]), default="auto",
+              show_default=True, help="Where tasks run: auto = Ray on a cluster, this process for one worker or a "
+                                      "small input, else worker processes on this machine.")
+@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: none; runs on this machine).")
+@click.option("--task-mb", type=float, default=TokenizeParams.task_mb, show_default=True,
+              help="Cut a Parquet file with more text than this into tasks of row ranges (one big file on every worker).")
+def tokenize_command(tokenizer_path, inputs, more_inputs, fmt, source, output, workers, eos, executor, address,
+                     task_mb) -> None:
+    """Tokenize documents into per-source uint16/uint32 shards with a document index."""
     import os
 
-    from curate.tokenizers.tokenize import TokenizeParams, tokenize_corpus
+    from curate import storage
+    from curate.tokenizers.tokenize import TokenizeParams, bring_local_hint, tokenize_corpus
 
     if os.path.isdir(tokenizer_path):
         tokenizer_path = os.path.join(tokenizer_path, "tokenizer.model")
         if not os.path.isfile(tokenizer_path):
             raise click.UsageError(f"--tokenizer: no tokenizer.model in {os.path.dirname(tokenizer_path)}")
-    params = _params(TokenizeParams, {"workers": workers, "eos": eos}, "tokenize")
+    params = _params(TokenizeParams, {"workers": workers, "eos": eos, "executor": executor, "task_mb": task_mb},
+                     "tokenize")
+    if address and executor in ("processes", "in-process"):
+        raise click.UsageError(f"--executor {executor} cannot run on a cluster (--address / RAY_ADDRESS {address}); "
+                               "use auto or ray, or drop the address")
     files = _files(_inputs(inputs, more_inputs), fmt, source)
 
     def progress(result: dict) -> None:
         click.echo(f"{result['task']}: {result['docs']} docs, {result['tokens']} tokens, "
                    f"{result['seconds']:.1f}s", err=True)
 
-    _output_dir(output)
-    summary = _run(lambda: tokenize_corpus(tokenizer_path, files, output, params, progress))
+    if storage.is_remote(output):
+        try:
+            storage.check_location(output)  # no bucket, no credentials: one line, before any work
+        except ConfigError as err:
+            raise click.UsageError(f"--output {err}") from None
+    else:
+        _output_dir(output)
+    summary = _run(lambda: tokenize_corpus(tokenizer_path, files, output, params, progress, address=address or "",
+                                           say=lambda line: click.echo(f"curate tokenize: {line}", err=True)))
     _print(summary)
     if summary["tasks_failed"]:
         raise click.ClickException(f"{len(summary['tasks_failed'])} input(s) failed (rerun to retry them): "
                                    + "; ".join(summary["tasks_failed"].values()))
+    if storage.is_remote(output):  # the last line: training and `curate mix` read local files
+        click.echo(f"tokens are in {output}; training and `curate mix` memory-map local files: "
+                   f"{bring_local_hint(output)}", err=True)
 
 
 tokenize = tokenize_command  # the name the main CLI registers

@@ -180,15 +180,19 @@ def _guess_format(path: str) -> str | None:
 
 
 def read_documents(item: InputFile, counts: ReadCounts | None = None, text_field: str = "text",
-                   txt_doc_chars: int | None = TXT_DOC_CHARS) -> Iterator[pa.Table]:
+                   txt_doc_chars: int | None = TXT_DOC_CHARS, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:
     """Yield batches of (id, source, lang, text) from one input file; rows without text are counted, not kept.
 
     A plain text file is split at blank lines into documents of about ``txt_doc_chars`` characters
-    (``None``: the whole file is one document).
+    (``None``: the whole file is one document). ``rows`` reads only the rows ``[first, end)`` of a
+    Parquet file (a part of a big file: see ``parquet_row_ranges``); the documents and their ids are
+    those the whole-file read gives for these rows.
     """
     counts = counts if counts is not None else ReadCounts()
+    if rows is not None and item.format not in ("curated", "parquet"):
+        raise InputError(f"{item.path}: only Parquet inputs are read by row ranges")
     if item.format in ("curated", "parquet"):
-        batches = _parquet_batches(item, text_field)
+        batches = _parquet_batches(item, text_field, rows)
     elif item.format == "jsonl":
         batches = _jsonl_batches(item, text_field, counts)
     elif item.format == "txt":
@@ -205,7 +209,7 @@ def read_documents(item: InputFile, counts: ReadCounts | None = None, text_field
             yield table
 
 
-def _parquet_batches(item: InputFile, text_field: str) -> Iterator[pa.Table]:
+def _parquet_batches(item: InputFile, text_field: str, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:
     try:
         parquet = _parquet(item.path)
     except Exception as err:
@@ -214,8 +218,30 @@ def _parquet_batches(item: InputFile, text_field: str) -> Iterator[pa.Table]:
     if text_field not in names:
         raise InputError(f"{item.path}: no column {text_field!r} (columns: {', '.join(names)})")
     wanted = [c for c in ("id", "source", "lang", text_field) if c in names]
-    row = 0
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+    row, first, end, groups = 0, 0, None, None
+    if rows is not None:
+        first, end = rows
+        meta = parquet.metadata
+        groups, start = [], 0  # the row groups that hold [first, end): only those are read
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if start < end and start + n > first:
+                if not groups:
+                    row = start
+                groups.append(g)
+            start += n
+        if not groups:
+            return
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted, row_groups=groups):
+        if rows is not None:  # a group cut into several parts is read by each: keep this part's rows
+            lo, hi = max(first - row, 0), min(end - row, batch.num_rows)
+            if hi <= lo:
+                row += batch.num_rows
+                if row >= end:
+                    return
+                continue
+            row += lo
+            batch = batch.slice(lo, hi - lo)
         n = batch.num_rows
         text = batch.column(text_field)
         if not pa.types.is_string(text.type):
@@ -231,6 +257,8 @@ def _parquet_batches(item: InputFile, text_field: str) -> Iterator[pa.Table]:
         lang = batch.column("lang").cast(pa.string()) if "lang" in names else pa.nulls(n, pa.string())
         row += n
         yield pa.Table.from_arrays([ids, sources, lang, text], schema=DOC_SCHEMA)
+        if end is not None and row >= end:
+            return
 
 
 def _jsonl_batches(item: InputFile, text_field: str, counts: ReadCounts) -> Iterator[pa.Table]:
@@ -304,6 +332,48 @@ def estimated_text_bytes(item: InputFile, text_field: str = "text") -> int:
         return sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
     size = _size(item.path)
     return size * 3 if item.path.endswith(".gz") else size
+
+
+def parquet_row_ranges(item: InputFile, task_bytes: float, text_field: str = "text") -> list[tuple[int, int]] | None:
+    """Cut a Parquet file holding more than ``task_bytes`` of text into row ranges of about that much text,
+    so that one big file keeps every worker busy; ``None``: the file is one task (small, unreadable, or one
+    row). The cut depends on the file's metadata and ``task_bytes`` only, never on the worker count, so a
+    resumed run cuts the same ranges and finds their done markers.
+
+    Ranges end at row-group boundaries; a row group holding more than ``task_bytes`` (writers' default is
+    a million rows) is cut into equal row counts, each part reading that group and keeping its rows.
+    """
+    if item.format not in ("curated", "parquet"):
+        return None
+    try:
+        meta = _parquet(item.path).metadata
+    except Exception:  # unreadable: its one task says why
+        return None
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if text_field not in names or meta.num_rows < 2:
+        return None
+    col = names.index(text_field)
+    groups = [(meta.row_group(g).num_rows, meta.row_group(g).column(col).total_uncompressed_size)
+              for g in range(meta.num_row_groups)]
+    total = sum(size for _, size in groups)
+    if total <= task_bytes:
+        return None
+    target = total / -(-total // task_bytes)  # as many parts as needed, of equal size
+    units, start = [], 0  # (first row, end row, bytes): whole groups, big groups in equal parts
+    for rows, size in groups:
+        parts = max(1, min(rows, round(size / target))) if size > target else 1
+        for k in range(parts):
+            units.append((start + rows * k // parts, start + rows * (k + 1) // parts, size / parts))
+        start += rows
+    ranges, first, acc = [], 0, 0.0
+    for lo, hi, size in units:
+        if acc and acc + size / 2 > target:
+            ranges.append((first, lo))
+            first, acc = lo, 0.0
+        acc += size
+    ranges.append((first, start))
+    ranges = [(lo, hi) for lo, hi in ranges if hi > lo]
+    return ranges if len(ranges) > 1 else None
 
 
 def source_bytes(files: list[InputFile], text_field: str = "text") -> dict[str, int]:

@@ -1,17 +1,23 @@
-"""Tokenize a corpus into flat token shards on Ray, resumably.
+"""Tokenize a corpus into flat token shards, resumably, in a local folder or an object store.
 
 Layout of ``TOKENS`` (see docs/tokenizer.md)::
 
-    meta.json                      tokenizer, its sha256, dtype, eos id, vocab size
+    meta.json                      tokenizer, its sha256, dtype, eos id, vocab size, task_mb
     <source>/<task>.bin            token ids, flat uint16 (uint32 if the vocabulary needs it), EOS after each document
     <source>/<task>.idx            uint64 offsets into the .bin: document i is tokens [idx[i], idx[i+1])
     <source>/<task>.docs.parquet   id, lang, offset, tokens: one row per document
     stats/<task>.parquet           source, lang, docs, tokens, bytes: DuckDB reads stats/*.parquet
-    done/<task>                    empty marker: the task is committed and skipped on rerun
+    done/<task>                    marker: the task is committed and skipped on rerun
 
-A task is one input file. Its files are written under temporary names and
-renamed into place, the marker last, so a killed run leaves either a whole
-task or one that the next run redoes.
+A task is one input file, or a range of rows of a big Parquet file (``corpus.parquet_row_ranges``:
+``<file task>-r<first>-<end>``). Its files are written to a temporary local name and then put in place
+whole (renamed locally, uploaded to an object store: ``curate.storage``), the shards first, then the
+stats, the marker last: a task is committed exactly when its marker exists. A killed run leaves
+either a whole task or one that the next run redoes; whatever an uncommitted task left is removed
+before it runs again and is never read (readers take the shards the committed stats name).
+
+Where tasks run (``TokenizeParams.executor``): Ray on a cluster, worker processes on one machine, or
+this process for small inputs (``choose_executor``).
 """
 
 from __future__ import annotations
@@ -23,20 +29,22 @@ import re
 import time
 from collections import Counter, defaultdict
 import dataclasses
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.remote import is_remote
 from curate.schema import doc_id
-from curate.tokenizers.corpus import InputFile, ReadCounts, read_documents
+from curate.tokenizers.corpus import InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.params import TokenizeParams
 
-__all__ = ["TokenizeParams", "read_tokens", "stats_table", "tokenize_corpus"]
+__all__ = ["TokenizeParams", "choose_executor", "read_tokens", "stats_table", "tokenize_corpus"]
 
 FORMAT_VERSION = 1
 STATS_SCHEMA = pa.schema([
@@ -64,15 +72,17 @@ def source_dir(source: str) -> str:
 
 
 class _ShardWriter:
-    """One source's token shard of one task, under temporary names until ``commit``."""
+    """One source's token shard of one task: written to temporary local files, put in place by ``commit``
+    (renamed beside them in a local output; uploaded whole to an object store)."""
 
     def __init__(self, output: str, source: str, task: str, dtype: np.dtype):
-        self.folder = os.path.join(output, source_dir(source))
-        os.makedirs(self.folder, exist_ok=True)
-        self.base = os.path.join(self.folder, task)
-        self.tmp = f".tmp-{os.getpid()}"
+        self.shard = f"{source_dir(source)}/{task}.bin"  # relative to the output, as the stats name it
+        self.base = storage.join(output, source_dir(source), task)
+        if not is_remote(output):
+            os.makedirs(os.path.dirname(self.base), exist_ok=True)
+        self.local = {suffix: storage.local_temp(self.base + suffix) for suffix in (".bin", ".idx", ".docs.parquet")}
         self.dtype = dtype
-        self.bin = open(self.base + ".bin" + self.tmp, "wb")
+        self.bin = open(self.local[".bin"], "wb")
         self.offset = 0
         self.ids: list[str] = []
         self.langs: list[str | None] = []
@@ -91,14 +101,21 @@ class _ShardWriter:
     def commit(self) -> str:
         self.bin.close()
         index = np.array(self.offsets + [self.offset], dtype=np.uint64)
-        index.tofile(self.base + ".idx" + self.tmp)
+        index.tofile(self.local[".idx"])
         docs = pa.table({"id": pa.array(self.ids, pa.string()), "lang": pa.array(self.langs, pa.string()),
                          "offset": pa.array(self.offsets, pa.int64()), "tokens": pa.array(self.lengths, pa.int64())},
                         schema=DOCS_SCHEMA)
-        pq.write_table(docs, self.base + ".docs.parquet" + self.tmp)
-        for suffix in (".bin", ".idx", ".docs.parquet"):
-            os.replace(self.base + suffix + self.tmp, self.base + suffix)
-        return os.path.relpath(self.base + ".bin", os.path.dirname(self.folder))
+        pq.write_table(docs, self.local[".docs.parquet"])
+        for suffix, local in self.local.items():
+            storage.put_file(local, self.base + suffix)
+        return self.shard
+
+    def discard(self) -> None:
+        """The task failed: remove the temporary files (a store never saw them)."""
+        self.bin.close()
+        for local in self.local.values():
+            if os.path.exists(local):
+                os.remove(local)
 
 
 _ENCODERS: dict[str, Encoder] = {}
@@ -113,8 +130,9 @@ def _encoder(model: bytes, sha256: str) -> Encoder:
 
 
 def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params: TokenizeParams,
-                  meta: dict) -> dict:
-    """Tokenize one input file into per-source shards, commit them, write its stats and its marker."""
+                  meta: dict, rows: tuple[int, int] | None = None) -> dict:
+    """Tokenize one input file (or its ``rows``) into per-source shards, commit them, write its stats, then
+    its marker."""
     started, cpu_started = time.perf_counter(), time.process_time()
     encoder = _encoder(model, meta["tokenizer_sha256"])
     dtype = np.dtype(meta["dtype"])
@@ -122,56 +140,95 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     counts = ReadCounts()
     writers: dict[str, _ShardWriter] = {}
     totals: dict[tuple, Counter] = defaultdict(Counter)
-    for table in read_documents(item, counts, params.text_field, txt_doc_chars=None):
-        for start in range(0, table.num_rows, params.batch_docs):
-            batch = table.slice(start, params.batch_docs)
-            sources = pc.unique(batch["source"]).to_pylist()  # in order of first appearance
-            for source in sources:
-                part = batch if len(sources) == 1 else batch.filter(pc.equal(batch["source"], source))
-                flat, lengths = encoder.encode_flat(part["text"].to_pylist(), eos_id)
-                if source not in writers:
-                    writers[source] = _ShardWriter(output, source, task, dtype)
-                writers[source].write(part["id"].to_pylist(), part["lang"].to_pylist(), flat, lengths)
-                # per language of the batch, not per document: one group-by in Arrow
-                sums = pa.table({"lang": part["lang"], "tokens": lengths, "bytes": pc.binary_length(part["text"])}) \
-                    .group_by("lang").aggregate([("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
-                for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
-                                                         ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
-                    totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
-    shards = {source: writer.commit() for source, writer in writers.items()}
-    rows = [{"task": task, "source": s, "lang": lang, "docs": c["docs"], "tokens": c["tokens"],
-             "bytes": c["bytes"], "shard": shards[s]} for (s, lang), c in sorted(totals.items(), key=str)]
-    stats_path = os.path.join(output, "stats", task + ".parquet")
-    pq.write_table(pa.Table.from_pylist(rows, schema=STATS_SCHEMA), stats_path + ".tmp")
-    os.replace(stats_path + ".tmp", stats_path)
-    marker = os.path.join(output, "done", task)
-    with open(marker + ".tmp", "w") as f:
-        json.dump({"input": item.path, "skipped": dict(counts.skipped)}, f)
-    os.replace(marker + ".tmp", marker)
+    try:
+        for table in read_documents(item, counts, params.text_field, txt_doc_chars=None, rows=rows):
+            for start in range(0, table.num_rows, params.batch_docs):
+                batch = table.slice(start, params.batch_docs)
+                sources = pc.unique(batch["source"]).to_pylist()  # in order of first appearance
+                for source in sources:
+                    part = batch if len(sources) == 1 else batch.filter(pc.equal(batch["source"], source))
+                    flat, lengths = encoder.encode_flat(part["text"].to_pylist(), eos_id)
+                    if source not in writers:
+                        writers[source] = _ShardWriter(output, source, task, dtype)
+                    writers[source].write(part["id"].to_pylist(), part["lang"].to_pylist(), flat, lengths)
+                    # per language of the batch, not per document: one group-by in Arrow
+                    sums = pa.table({"lang": part["lang"], "tokens": lengths,
+                                     "bytes": pc.binary_length(part["text"])}) \
+                        .group_by("lang").aggregate([("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+                    for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
+                                                             ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
+                        totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
+        shards = {source: writer.commit() for source, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    rows_out = [{"task": task, "source": s, "lang": lang, "docs": c["docs"], "tokens": c["tokens"],
+                 "bytes": c["bytes"], "shard": shards[s]} for (s, lang), c in sorted(totals.items(), key=str)]
+    stats_path = storage.join(output, "stats", task + ".parquet")
+    with storage.staged(stats_path) as local:
+        pq.write_table(pa.Table.from_pylist(rows_out, schema=STATS_SCHEMA), local)
+    marker = {"input": item.path, "skipped": dict(counts.skipped)}
+    if rows is not None:
+        marker["rows"] = list(rows)
+    storage.write_bytes(storage.join(output, "done", task), json.dumps(marker).encode())
     return {"task": task, "docs": sum(c["docs"] for c in totals.values()),
             "tokens": sum(c["tokens"] for c in totals.values()), "bytes": sum(c["bytes"] for c in totals.values()),
             "skipped": dict(counts.skipped), "seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu_started}
 
 
-def _input_size(path: str) -> int:
-    if is_remote(path):
-        from curate import storage
+@dataclass(frozen=True)
+class Planned:
+    """One task of a run: a whole input file, or ``rows`` [first, end) of a big Parquet file."""
 
-        return storage.size(path)
-    return os.path.getsize(path)
+    name: str
+    item: InputFile
+    rows: tuple[int, int] | None
+    text_bytes: int
+    """Estimated text bytes (Parquet metadata, else the file size): orders the tasks, sizes the run."""
+
+
+def plan_tasks(files: list[InputFile], task_mb: float | None, text_field: str = "text") -> list[Planned]:
+    """The run's tasks: a file each, a big Parquet file cut into row ranges (``task_mb=None``: never cut,
+    the layout of token folders written before ``task_mb`` was recorded)."""
+    planned: list[Planned] = []
+    for item in files:
+        size = estimated_text_bytes(item, text_field)
+        ranges = parquet_row_ranges(item, task_mb * 1e6, text_field) if task_mb else None
+        if not ranges:
+            planned.append(Planned(task_name(item), item, None, size))
+            continue
+        total = ranges[-1][1] - ranges[0][0]
+        for first, end in ranges:
+            planned.append(Planned(f"{task_name(item)}-r{first:010d}-{end:010d}", item, (first, end),
+                                   size * (end - first) // max(total, 1)))
+    return planned
+
+
+#: Folders of a token output that are not a source's shards.
+_RESERVED = ("stats", "done")
 
 
 def _clean_partial(output: str, tasks: set[str]) -> None:
-    """Remove what killed attempts at ``tasks`` left behind (temporary files, uncommitted shards)."""
-    for root, _, names in os.walk(output):
-        for name in names:
-            if name.split(".")[0] in tasks and name != "meta.json":
-                os.remove(os.path.join(root, name))
+    """Remove whatever killed attempts at ``tasks`` left behind (temporary files, shards and stats of a task
+    without its marker). In an object store: one listing per folder, then a DELETE per leftover."""
+    if not is_remote(output):
+        for root, _, names in os.walk(output):
+            for name in names:
+                if name.split(".")[0] in tasks and name != "meta.json":
+                    os.remove(os.path.join(root, name))
+        return
+    for folder in storage.listdir(output):
+        if folder in ("meta.json", "done"):
+            continue
+        for name in storage.listdir(storage.join(output, folder)):
+            if name.split(".")[0] in tasks:
+                storage.remove(storage.join(output, folder, name))
 
 
-def write_meta(output: str, model: bytes, tokenizer_path: str) -> dict:
-    """Write ``meta.json``, or check that an existing one names the same tokenizer."""
+def write_meta(output: str, model: bytes, tokenizer_path: str, task_mb: float | None = None) -> dict:
+    """Write ``meta.json``, or check that an existing one names the same tokenizer (and task size)."""
     import sentencepiece as spm
 
     try:
@@ -182,104 +239,211 @@ def write_meta(output: str, model: bytes, tokenizer_path: str) -> dict:
             "tokenizer_sha256": hashlib.sha256(model).hexdigest(), "vocab_size": sp.get_piece_size(),
             "dtype": token_dtype(sp.get_piece_size()).name, "eos_id": sp.eos_id(), "bos_id": sp.bos_id(),
             "pad_id": sp.pad_id(), "unk_id": sp.unk_id()}
-    path = os.path.join(output, "meta.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    if task_mb is not None:
+        meta["task_mb"] = task_mb
+    path = storage.join(output, "meta.json")
+    if storage.exists(path):
+        old = storage.read_json(path)
         if old.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
             raise ValueError(f"{output} holds tokens of another tokenizer ({old.get('tokenizer')}); "
                              "use a new output directory")
+        if task_mb is not None and "task_mb" in old and old["task_mb"] != task_mb:
+            raise ValueError(f"{output} was tokenized with --task-mb {old['task_mb']:g}: pass the same to resume it "
+                             "(big files are cut into tasks by it; another cut would tokenize documents twice)")
         return old
-    os.makedirs(output, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(path + ".tmp", path)
+    storage.makedirs(output)
+    storage.write_bytes(path, json.dumps(meta, indent=2).encode())
     return meta
 
 
-def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, params: TokenizeParams,
-                    progress=None) -> dict:
-    """Tokenize every input file not yet done on Ray; return a summary of this run.
+# ---------------------------------------------------------------- where tasks run
 
-    An input that cannot be read fails its own task only: it is listed under
-    ``tasks_failed`` with the reason, left without a marker, and retried by the next run.
+RAY, PROCESSES, IN_PROCESS = "ray", "processes", "in-process"
+
+
+def choose_executor(setting: str, *, workers: int, address: str | None, tasks: int, text_mb: float,
+                    limit_mb: float) -> tuple[str, str]:
+    """(executor, why in words) for a run of ``tasks`` tasks holding ``text_mb`` MB of text.
+
+    A cluster address, or a Ray this process is already connected to (a notebook, a test), means Ray. On
+    one machine several workers are a process pool: it starts and stops in 0.5 s where an embedded Ray
+    takes about 4 (measured: docs/tokenizer.md), and a tokenize task needs nothing Ray adds on one
+    machine (no actors, no object store: a task reads its file and writes its shards). One worker, one
+    task or a small input run in this process: nothing to start at all.
     """
+    if address and setting in (PROCESSES, IN_PROCESS):
+        raise ValueError(f"--executor {setting} cannot run on a cluster (--address / RAY_ADDRESS {address}); "
+                         "use auto or ray, or drop the address")
+    if address:
+        return RAY, f"cluster {address}"
+    if setting != "auto":
+        return setting, f"--executor {setting}"
+    ray = __import__("sys").modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return RAY, "this process is already connected to Ray"
+    if workers == 1:
+        return IN_PROCESS, "one worker"
+    if tasks <= 1:
+        return IN_PROCESS, "one task"
+    if text_mb <= limit_mb:
+        return IN_PROCESS, f"small input: {text_mb:.3g} MB of text <= in_process_mb={limit_mb:g}"
+    return PROCESSES, f"{workers} worker processes on this machine ({text_mb:.3g} MB of text, {tasks} tasks)"
+
+
+def _run_in_process(jobs: list[tuple]) -> Iterator[tuple[str, dict | None, str | None]]:
+    for task, args in jobs:
+        try:
+            yield task, tokenize_task(*args), None
+        except Exception as err:  # noqa: BLE001 - this input only: the others go on
+            yield task, None, f"{args[0].path}: {type(err).__name__}: {err}"
+
+
+def _run_processes(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
+    """A ``concurrent.futures`` pool of ``workers`` processes, started by a fork server (a clean process
+    that has imported nothing: forking the driver after pyarrow's threads started can hang at exit)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        pending = {pool.submit(tokenize_task, *args): (task, args) for task, args in jobs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task, args = pending.pop(future)
+                try:
+                    yield task, future.result(), None
+                except BrokenProcessPool:  # a worker died (OOM killer, a signal): no marker, a rerun redoes it
+                    yield task, None, f"{args[0].path}: a worker process died (rerun to retry)"
+                except Exception as err:  # noqa: BLE001 - this input only
+                    yield task, None, f"{args[0].path}: {type(err).__name__}: {err}"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_ray(jobs: list[tuple], workers: int, address: str | None) -> Iterator[tuple[str, dict | None, str | None]]:
     import ray
 
-    from curate.pool import start_ray
+    from curate.pool import start_ray, stop_ray
 
-    # Ray workers start in their own directory: everything they open must be absolute. Inputs may be in
-    # an object store (a run written to s3://...); the tokens are written to a local folder.
-    if is_remote(output):
-        raise ValueError(f"--output {output}: token shards are written to a local folder (training memory-maps "
-                         "them); give a local path, and copy the folder to the store afterwards if needed")
-    output = os.path.abspath(output)
+    started_ray = start_ray(workers, address)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(tokenize_task)
+        model_ref = None
+        pending = {}
+        for task, args in jobs:
+            if model_ref is None:
+                model_ref = ray.put(args[2])
+            pending[remote.remote(args[0], args[1], model_ref, *args[3:])] = (task, args)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                task, args = pending.pop(ref)
+                try:
+                    yield task, ray.get(ref), None
+                except ray.exceptions.RayError as err:  # this input only: the others go on
+                    cause = err.cause if getattr(err, "cause", None) is not None else err
+                    yield task, None, f"{args[0].path}: {type(cause).__name__}: {cause}"
+    finally:
+        if started_ray:
+            stop_ray()
+
+
+def bring_local_hint(output: str) -> str:
+    """What to run to read a token folder that is in an object store (training memory-maps local files)."""
+    scheme = output.partition("://")[0].lower()
+    copy = (f"aws s3 sync {output.rstrip('/')}/ ./tokens/" if scheme in ("s3", "s3a") else
+            f"gcloud storage rsync -r {output.rstrip('/')}/ ./tokens/" if scheme in ("gs", "gcs") else
+            f"fsspec: fsspec.filesystem('{scheme}').get('{output.rstrip('/')}/', './tokens/', recursive=True)")
+    return f"copy it to a local folder first ({copy}, or fsspec's get(..., recursive=True))"
+
+
+def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, params: TokenizeParams,
+                    progress=None, *, address: str | None = None, say: Callable[[str], None] | None = None) -> dict:
+    """Tokenize every task not yet done; return a summary of this run.
+
+    ``output`` is a local folder or an object-store prefix (``s3://bucket/tokens/``). ``address`` is a Ray
+    cluster's (default: RAY_ADDRESS). An input that cannot be read fails its own task only: it is listed
+    under ``tasks_failed`` with the reason, left without a marker, and retried by the next run.
+    """
+    address = address if address is not None else (os.environ.get("RAY_ADDRESS") or None)
+    # workers (Ray's, the pool's) start in their own directory: everything they open must be absolute
+    output = storage.normalize(output)
     files = [item if is_remote(item.path) else dataclasses.replace(item, path=os.path.abspath(item.path))
              for item in files]
     with open(tokenizer_path, "rb") as f:
         model = f.read()
-    meta = write_meta(output, model, tokenizer_path)
+    old_meta = storage.join(output, "meta.json")
+    # a folder tokenized before task_mb was recorded keeps its whole-file tasks (their markers name them)
+    task_mb = params.task_mb if not storage.exists(old_meta) or "task_mb" in storage.read_json(old_meta) else None
+    meta = write_meta(output, model, tokenizer_path, task_mb)
     if params.eos and meta["eos_id"] < 0:
         raise ValueError(f"{tokenizer_path} has no EOS token: pass --no-eos or train it with eos_id")
-    for folder in ("stats", "done"):
-        os.makedirs(os.path.join(output, folder), exist_ok=True)
-    tasks = {task_name(item): item for item in files}
-    if len(tasks) != len(files):
+    for folder in _RESERVED:
+        storage.makedirs(storage.join(output, folder))
+    planned = plan_tasks(files, task_mb, params.text_field)
+    tasks = {p.name: p for p in planned}
+    if len(tasks) != len(planned):
         raise ValueError("two inputs map to the same task name: pass each file once")
-    todo = {t: item for t, item in tasks.items() if not os.path.exists(os.path.join(output, "done", t))}
-    _clean_partial(output, set(todo))
+    done_before = _done_tasks(output)
+    todo = {t: p for t, p in tasks.items() if t not in done_before}
+    if todo:
+        _clean_partial(output, set(todo))
     started = time.perf_counter()
     results: list[dict] = []
     failed: dict[str, str] = {}
+    workers = params.workers or os.cpu_count() or 1
+    text_mb = sum(p.text_bytes for p in todo.values()) / 1e6
+    executor, why = choose_executor(params.executor, workers=workers, address=address, tasks=len(todo),
+                                    text_mb=text_mb, limit_mb=params.in_process_mb)
+    if executor == PROCESSES:
+        workers = min(workers, len(todo))
     if todo:
-        workers = params.workers or os.cpu_count() or 1
-        # the user's cluster (RAY_ADDRESS) or a fresh, quiet local instance, as `curate run` does
-        started_ray = start_ray(workers, os.environ.get("RAY_ADDRESS"))
-        try:
-            remote = ray.remote(num_cpus=1, max_retries=0)(tokenize_task)
-            model_ref = ray.put(model)
-            # biggest inputs first: the last tasks to finish are the short ones
-            order = sorted(todo, key=lambda t: -_input_size(todo[t].path))
-            pending = {remote.remote(todo[t], t, model_ref, output, params, meta): t for t in order}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    task = pending.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except ray.exceptions.RayTaskError as err:  # this input only: the others go on
-                        cause = err.cause if getattr(err, "cause", None) is not None else err
-                        failed[task] = f"{todo[task].path}: {type(cause).__name__}: {cause}"
-                        continue
-                    results.append(result)
-                    if progress is not None:
-                        progress(result)
-        finally:
-            if started_ray:
-                ray.shutdown()
+        if say is not None:
+            say(f"executor: {executor} ({why}); {len(todo)} tasks, {text_mb:.3g} MB of text")
+        # biggest first: the last tasks to finish are the short ones
+        order = sorted(todo, key=lambda t: (-todo[t].text_bytes, t))
+        jobs = [(t, (todo[t].item, t, model, output, params, meta, todo[t].rows)) for t in order]
+        runs = (_run_ray(jobs, workers, address) if executor == RAY else
+                _run_processes(jobs, workers) if executor == PROCESSES else _run_in_process(jobs))
+        for task, result, error in runs:
+            if error is not None:
+                failed[task] = error
+                continue
+            results.append(result)
+            if progress is not None:
+                progress(result)
     seconds = time.perf_counter() - started
     new_bytes = sum(r["bytes"] for r in results)
     skipped: Counter = Counter()
     for r in results:
         skipped.update(r["skipped"])
     committed = stats_table(output)
-    return {"output": output, "tasks": len(tasks), "tasks_done_before": len(tasks) - len(todo),
-            "tasks_run": len(results), "tasks_failed": failed,
-            # this run's work, then everything committed in the folder (earlier runs and resumes included)
-            "docs_this_run": sum(r["docs"] for r in results), "tokens_this_run": sum(r["tokens"] for r in results),
-            "bytes_this_run": new_bytes,
-            "tasks_total": len(_done_tasks(output)),
-            "docs_total": int(pc.sum(committed["docs"]).as_py() or 0),
-            "tokens_total": int(pc.sum(committed["tokens"]).as_py() or 0),
-            "bytes_total": int(pc.sum(committed["bytes"]).as_py() or 0),
-            "skipped": dict(skipped),
-            "seconds": round(seconds, 2), "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
-            "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
-            "dtype": meta["dtype"], "params": asdict(params)}
+    summary = {"output": output, "tasks": len(tasks), "tasks_done_before": len(tasks) - len(todo),
+               "tasks_run": len(results), "tasks_failed": failed,
+               "executor": executor if todo else None, "executor_why": why if todo else "nothing to do",
+               "workers": (1 if executor == IN_PROCESS else workers) if todo else 0,
+               # this run's work, then everything committed in the folder (earlier runs and resumes included)
+               "docs_this_run": sum(r["docs"] for r in results), "tokens_this_run": sum(r["tokens"] for r in results),
+               "bytes_this_run": new_bytes,
+               "tasks_total": len(_done_tasks(output)),
+               "docs_total": int(pc.sum(committed["docs"]).as_py() or 0),
+               "tokens_total": int(pc.sum(committed["tokens"]).as_py() or 0),
+               "bytes_total": int(pc.sum(committed["bytes"]).as_py() or 0),
+               "skipped": dict(skipped),
+               "seconds": round(seconds, 2), "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
+               "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
+               "dtype": meta["dtype"], "params": asdict(params)}
+    if is_remote(output):
+        summary["bring_local"] = bring_local_hint(output)
+    return summary
 
 
 def read_tokens(output: str, source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Memory-map every committed shard (of one source, or all): (tokens, offsets) pairs, in task order."""
+    if is_remote(output):
+        raise ValueError(f"{output}: token shards are memory-mapped from a local folder; {bring_local_hint(output)}")
     with open(os.path.join(output, "meta.json")) as f:
         dtype = np.dtype(json.load(f)["dtype"])
     stats = stats_table(output)
@@ -294,11 +458,16 @@ def read_tokens(output: str, source: str | None = None) -> list[tuple[np.ndarray
 
 
 def _done_tasks(output: str) -> set[str]:
-    return {t for t in os.listdir(os.path.join(output, "done")) if not t.endswith(".tmp")}
+    """Committed tasks: their markers (task names hold no dot; temporary names do)."""
+    return {t for t in storage.listdir(storage.join(output, "done")) if "." not in t}
 
 
 def stats_table(output: str) -> pa.Table:
-    """All committed tasks' stats rows."""
-    paths = sorted(os.path.join(output, "stats", f"{t}.parquet") for t in _done_tasks(output))
-    tables = [pq.read_table(p, schema=STATS_SCHEMA) for p in paths if os.path.exists(p)]
+    """All committed tasks' stats rows (in an object store: a GET per task)."""
+    paths = sorted(storage.join(output, "stats", f"{t}.parquet") for t in _done_tasks(output))
+    tables = []
+    for path in paths:
+        if not is_remote(path) and not os.path.exists(path):
+            continue
+        tables.append(storage.read_table(path, schema=STATS_SCHEMA))
     return pa.concat_tables(tables) if tables else STATS_SCHEMA.empty_table()
