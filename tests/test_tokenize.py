@@ -256,3 +256,71 @@ def test_unreadable_input_fails_alone(model_path, tmp_path, ray_cluster):
     stats = stats_table(output)
     assert stats["docs"].to_pylist() == [1]
     assert len(os.listdir(os.path.join(output, "done"))) == 1
+
+
+def _stream(output: str) -> tuple[list[int], list[str]]:
+    """The whole token stream in read order, and the document ids in the same order."""
+    tokens = [t.tolist() for t, _ in read_tokens(output)]
+    ids = []
+    for shard in sorted(set(stats_table(output)["shard"].to_pylist())):
+        ids += pq.read_table(os.path.join(output, shard[: -len(".bin")] + ".docs.parquet"))["id"].to_pylist()
+    return [tok for part in tokens for tok in part], ids
+
+
+def test_big_parquet_file_is_cut_into_row_ranges(model_path, shared_data, tmp_path, ray_cluster):
+    """One file, many tasks: the same tokens and ids as the file in one task, whatever the row groups; resumable."""
+    rows = _docs(shared_data)
+    table = pa.Table.from_pylist(rows)
+    (tmp_path / "run" / "docs").mkdir(parents=True)
+    many, one = tmp_path / "run" / "docs" / "many.parquet", tmp_path / "one.parquet"
+    pq.write_table(table, many, row_group_size=37)  # a curate run's shard: two sources
+    pq.write_table(table.drop(["id"]), one)  # one row group; ids come from the row numbers
+    for path in (many, one):
+        files = input_files([str(tmp_path / "run") if path == many else str(path)])
+        whole = str(tmp_path / f"{path.stem}-whole")
+        first = tokenize_corpus(model_path, files, whole, TokenizeParams(workers=2, task_mb=1000))
+        assert first["tasks"] == 1
+        cut = str(tmp_path / f"{path.stem}-cut")
+        summary = tokenize_corpus(model_path, files, cut, TokenizeParams(workers=2, task_mb=0.02))
+        assert summary["tasks"] >= 5 and summary["tasks_failed"] == {} and summary["docs_total"] == len(rows)
+        assert _stream(cut) == _stream(whole)
+        names = sorted(os.listdir(os.path.join(cut, "done")))
+        assert all("-r" in n for n in names) and len(set(names)) == len(names)
+        # a lost marker: only that part runs again, same tokens; another cut of the same folder is refused
+        os.remove(os.path.join(cut, "done", names[2]))
+        again = tokenize_corpus(model_path, files, cut, TokenizeParams(workers=1, task_mb=0.02))
+        assert again["tasks_run"] == 1 and again["tasks_done_before"] == len(names) - 1
+        assert _stream(cut) == _stream(whole)
+        with pytest.raises(ValueError, match="--task-mb 0.02"):
+            tokenize_corpus(model_path, files, cut, TokenizeParams(workers=1, task_mb=0.5))
+    with open(os.path.join(str(tmp_path / "many-cut"), "meta.json")) as f:
+        assert json.load(f)["task_mb"] == 0.02
+
+
+def test_executors_give_the_same_tokens(model_path, shared_data, tmp_path, ray_cluster):
+    """Ray, a process pool and this process write the same shards; the choice is said and reported."""
+    from curate.tokenizers.tokenize import choose_executor
+
+    run = _curated_run(tmp_path / "run", _docs(shared_data), shards=3)
+    files = input_files([run])
+    outputs, said = {}, []
+    for executor in ("ray", "processes", "in-process"):
+        out = str(tmp_path / executor)
+        summary = tokenize_corpus(model_path, files, out, TokenizeParams(workers=2, executor=executor), say=said.append)
+        assert summary["executor"] == executor and summary["tasks_run"] == 3
+        outputs[executor] = {os.path.relpath(p, out): open(p, "rb").read()
+                             for p in glob.glob(os.path.join(out, "**", "*"), recursive=True) if os.path.isfile(p)}
+    assert outputs["ray"] == outputs["processes"] == outputs["in-process"]
+    assert [line.split(" (")[0] for line in said] == ["executor: ray", "executor: processes", "executor: in-process"]
+    ray.shutdown()  # auto, not connected to Ray: the choice follows the workers and the size
+    try:
+        pick = lambda **kw: choose_executor("auto", **{"workers": 2, "address": None, "tasks": 4, "text_mb": 50.0,
+                                                       "limit_mb": 8.0, **kw})[0]
+        assert pick() == "processes" and pick(workers=1) == "in-process" and pick(text_mb=3.0) == "in-process"
+        assert pick(tasks=1) == "in-process" and pick(address="10.0.0.1:6379") == "ray"
+        with pytest.raises(ValueError, match="cluster"):
+            choose_executor("processes", workers=2, address="10.0.0.1:6379", tasks=4, text_mb=50, limit_mb=8)
+        auto = tokenize_corpus(model_path, files, str(tmp_path / "auto"), TokenizeParams(workers=2))
+        assert auto["executor"] == "in-process" and "small input" in auto["executor_why"]
+    finally:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
