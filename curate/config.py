@@ -245,6 +245,10 @@ def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> Pipe
         run=build_params(RunSettings, raw.get("run"), where="run", file=file),
         file=file,
     )
+    # the cheap language pre-check of extract is on where langid already says which languages it keeps
+    from curate.stages.extract import inherit_precheck_languages
+
+    inherit_precheck_languages(config.stages)
     config.validate()
     return config
 
