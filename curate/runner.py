@@ -336,6 +336,7 @@ class RemoteOutputLock:
         self.previous = ""
         self.held = False
         self._since = ""
+        self._token = os.urandom(8).hex()  # tells this lock's own object from any other's
         self._stop = None
         self._thread = None
 
@@ -343,7 +344,7 @@ class RemoteOutputLock:
         import socket
 
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": self._since,
-                           "renewed": time.time()}).encode("utf-8")
+                           "renewed": time.time(), "token": self._token}).encode("utf-8")
 
     @staticmethod
     def _describe(holder: dict) -> str:
@@ -367,10 +368,7 @@ class RemoteOutputLock:
         return False
 
     def _mine(self, holder: dict) -> bool:
-        import socket
-
-        return (holder.get("pid"), holder.get("host"), holder.get("since")) == (
-            os.getpid(), socket.gethostname(), self._since)
+        return holder.get("token") == self._token
 
     def acquire(self) -> None:
         import threading

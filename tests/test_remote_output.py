@@ -242,11 +242,19 @@ def test_the_lock_object(world, monkeypatch):
 
     for key, value in world["s3"].env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CURATE_LOCK_RENEW_S", "0.2")
     output = f"s3://{BUCKET}/locks"
     first = RemoteOutputLock(output)
     first.acquire()
     with pytest.raises(OutputLocked, match="another curate run"):
         RemoteOutputLock(output).acquire()
+
+    def renewed() -> float:
+        return json.loads(world["s3"].client().get_object(Bucket=BUCKET, Key="locks/.curate.lock")["Body"].read())[
+            "renewed"]
+    before = renewed()
+    time.sleep(1.0)
+    assert renewed() > before  # the holder renews it: a live run's lock never looks stale
     first.release()
     assert _keys(world["s3"], "locks/") == []
 
