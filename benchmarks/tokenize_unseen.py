@@ -7,11 +7,14 @@ Run by hand (a few minutes on 2 shared cores; needs the ``bench`` extra: tiktoke
 What is timed is what a user runs and waits for:
 
 - curate: the ``curate`` command (a subprocess, as typed in a shell):
-  ``curate tokenize --tokenizer M --input DIR --format parquet --output OUT --workers W``, wall
-  clock from start to exit (Ray start, reading Parquet, encoding, writing the shards, index, stats
-  and markers, Ray shutdown). It runs at two sizes: the distinct text once, and copies of it up to
-  ``--mb`` MB. The difference gives the marginal rate; what is left at the small size (its time
-  less its megabytes at that rate) is the fixed cost per run.
+  ``curate tokenize --tokenizer M --input DIR --format parquet --output OUT --workers W --executor E``,
+  wall clock from start to exit (starting the workers, reading Parquet, encoding, writing the
+  shards, index, stats and markers, stopping the workers). It runs at two sizes: the distinct text
+  once, and copies of it up to ``--mb`` MB, for each executor of ``--executors`` (a process pool,
+  an embedded Ray). The difference gives the marginal rate; what is left at the small size (its
+  time less its megabytes at that rate) is the fixed cost per run. Also timed: ``--workers 1`` on
+  the small input (in this process: fixed cost = wall less its tasks' CPU time), and the large
+  input as one Parquet file with the default ``--executor auto`` (cut into row-range tasks).
 - tiktoken: the plain loop its documentation shows, on one thread: ``enc.encode_ordinary(text)``
   for each document (``encode_ordinary_batch`` would use a thread pool, 8 threads by default),
   the texts read from the same Parquet files (``pyarrow.parquet.read_table``), nothing written.
@@ -119,19 +122,20 @@ def write_inputs(folder: Path, docs: list[str], lang: str, copies: int, files: i
     return copies * sum(len(d.encode("utf-8")) for d in docs) / 1e6
 
 
-def curate_tokenize(model: Path, inputs: Path, out: Path, workers: int) -> tuple[float, float]:
-    """(wall seconds of the ``curate tokenize`` command, CPU seconds of its tasks as its summary gives them)."""
+def curate_tokenize(model: Path, inputs: Path, out: Path, workers: int, executor: str = "auto") -> tuple[float, float, dict]:
+    """(wall seconds of the ``curate tokenize`` command, CPU seconds of its tasks, its summary)."""
     cli = str(Path(sys.executable).parent / "curate")
     if out.exists():
         shutil.rmtree(out)
     started = time.perf_counter()
     done = subprocess.run([cli, "tokenize", "--tokenizer", str(model), "--input", str(inputs), "--format", "parquet",
-                           "--output", str(out), "--workers", str(workers)], capture_output=True, text=True)
+                           "--output", str(out), "--workers", str(workers), "--executor", executor],
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"curate tokenize failed ({done.returncode}): {done.stderr[-2000:]}")
     summary = json.loads(done.stdout[done.stdout.rindex("\n{") if not done.stdout.startswith("{") else 0:])
-    return seconds, summary["cpu_seconds"]
+    return seconds, summary["cpu_seconds"], summary
 
 
 def tiktoken_plain(enc, inputs: Path) -> tuple[float, float]:
@@ -211,7 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=50.0, help="size of the large input per language (MB of text)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--files", type=int, default=8, help="Parquet files per input (a task is one file)")
+    parser.add_argument("--files", type=int, default=8, help="Parquet files per input")
+    parser.add_argument("--executors", default="processes,ray",
+                        help="curate tokenize --executor values to time at both sizes (the first is the headline)")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--step-mb", type=float, default=0.5,
                         help="report the cold rates and the cache's hit rate per this many MB of distinct text")
@@ -249,29 +255,49 @@ def main() -> None:
             print(f"  its tasks in this process (read Parquet, encode, write shards), cold, distinct text, MB per "
                   f"CPU-second: rank BPE {rates['rank BPE']:.1f}, segment cache {rates['segment cache']:.1f} "
                   f"({rates['rank BPE'] / rates['segment cache']:.2f}x)")
-            (small, small_cpu), (large, large_cpu) = (
-                curate_tokenize(model_path, work / f"{lang}-{size}", work / "out", args.workers) for size in ("small", "large"))
             tik_small, tik_small_cpu = tiktoken_plain(cl100k, work / f"{lang}-small")
             tik_large, tik_large_cpu = tiktoken_plain(cl100k, work / f"{lang}-large")
-            marginal = (large_mb - small_mb) / (large - small) if large > small else float("nan")
-            fixed = small - small_mb / marginal
             tik_marginal = (large_mb - small_mb) / (tik_large - tik_small)
-            per_cpu, tik_per_cpu = large_mb / large_cpu, large_mb / tik_large_cpu
-            print(f"  curate tokenize --workers {args.workers}: {small:.2f} s for {small_mb:.1f} MB, "
-                  f"{large:.2f} s for {large_mb:.1f} MB (wall)")
-            print(f"    fixed cost {fixed:.2f} s per run; marginal {marginal:.1f} MB/s; end to end {large_mb / large:.1f} MB/s")
+            tik_per_cpu = large_mb / tik_large_cpu
+            # the two sizes, per executor: their difference gives the marginal rate, the rest is fixed cost
+            measured = {}
+            for executor in args.executors.split(","):
+                (small, _, _), (large, large_cpu, summary) = (
+                    curate_tokenize(model_path, work / f"{lang}-{size}", work / "out", args.workers, executor)
+                    for size in ("small", "large"))
+                marginal = (large_mb - small_mb) / (large - small) if large > small else float("nan")
+                fixed = small - small_mb / marginal
+                measured[executor] = (small, large, large_cpu, marginal, fixed)
+                print(f"  curate tokenize --workers {args.workers} --executor {executor}: {small:.2f} s for "
+                      f"{small_mb:.1f} MB, {large:.2f} s for {large_mb:.1f} MB (wall; {summary['tasks']} tasks)")
+                print(f"    fixed cost {fixed:.2f} s per run; marginal {marginal:.1f} MB/s; "
+                      f"end to end {large_mb / large:.1f} MB/s")
+            one, one_cpu, one_summary = curate_tokenize(model_path, work / f"{lang}-small", work / "out", 1)
+            print(f"  curate tokenize --workers 1 ({one_summary['executor']}): {one:.2f} s for {small_mb:.1f} MB, "
+                  f"of which its tasks {one_cpu:.2f} CPU-s: fixed cost about {one - one_cpu:.2f} s")
+            # one big file: cut into row ranges (--task-mb), it keeps every worker busy
+            write_inputs(work / f"{lang}-onefile", docs, lang, copies, 1)
+            single, _, single_summary = curate_tokenize(model_path, work / f"{lang}-onefile", work / "out",
+                                                       args.workers)
+            head = args.executors.split(",")[0]
+            small, large, large_cpu, marginal, fixed = measured[head]
+            print(f"  one {large_mb:.1f} MB file, auto ({single_summary['executor']}, {single_summary['tasks']} "
+                  f"tasks): {single:.2f} s; {args.files} files with {head}: {large:.2f} s "
+                  f"(one file / {args.files} files {single / large:.2f}x)")
+            per_cpu = large_mb / large_cpu
+            gap = 1 / tik_marginal - 1.5 / marginal  # seconds per MB that 1.5x leaves to pay the fixed cost
             print(f"    its tasks (read, encode, write): {per_cpu:.1f} MB per CPU-second")
             print(f"  tiktoken cl100k, 1 thread: {tik_large:.2f} s for {large_mb:.1f} MB = {large_mb / tik_large:.1f} MB/s "
                   f"(marginal {tik_marginal:.1f} MB/s), {tik_per_cpu:.1f} MB per CPU-second")
-            gap = 1 / tik_marginal - 1.5 / marginal  # seconds per MB that 1.5x leaves to pay the fixed cost
-            print(f"  RATIO curate / tiktoken, wall: end to end at {large_mb:.0f} MB {tik_large / large:.2f}x, "
-                  f"marginal {marginal / tik_marginal:.2f}x")
+            print(f"  RATIO curate ({head}) / tiktoken, wall: end to end at {large_mb:.0f} MB {tik_large / large:.2f}x, "
+                  f"marginal {marginal / tik_marginal:.2f}x, end to end at {small_mb:.1f} MB "
+                  f"{tik_small / small:.2f}x ({head}), {tik_small / one:.2f}x (--workers 1)")
             print(f"  RATIO by CPU time ({args.workers} workers on free cores vs 1 thread): "
                   f"{args.workers * per_cpu / tik_per_cpu:.2f}x (per core {per_cpu / tik_per_cpu:.2f}x)")
             print("  at this fixed cost, 1.5x end to end from "
                   + (f"{1.5 * fixed / gap:.0f} MB of text" if gap > 0 else "no size (marginal rate below 1.5x)"))
             print(f"  load {load()}")
-            for name in (f"{lang}-small", f"{lang}-large"):
+            for name in (f"{lang}-small", f"{lang}-large", f"{lang}-onefile"):
                 shutil.rmtree(work / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
