@@ -175,7 +175,18 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     return {"task": task, "docs": sum(c["docs"] for c in totals.values()),
             "tokens": sum(c["tokens"] for c in totals.values()), "bytes": sum(c["bytes"] for c in totals.values()),
             "skipped": dict(counts.skipped), "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu_started}
+            "cpu_seconds": time.process_time() - cpu_started, "node": _node()}
+
+
+def _node() -> str:
+    """Where a task ran: its Ray node on a cluster, else this machine."""
+    ray = __import__("sys").modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - a driver outside a task
+            pass
+    return os.uname().nodename
 
 
 @dataclass(frozen=True)
@@ -424,6 +435,7 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
                "tasks_run": len(results), "tasks_failed": failed,
                "executor": executor if todo else None, "executor_why": why if todo else "nothing to do",
                "workers": (1 if executor == IN_PROCESS else workers) if todo else 0,
+               "nodes": len({r["node"] for r in results}),
                # this run's work, then everything committed in the folder (earlier runs and resumes included)
                "docs_this_run": sum(r["docs"] for r in results), "tokens_this_run": sum(r["tokens"] for r in results),
                "bytes_this_run": new_bytes,
