@@ -206,7 +206,10 @@ def _parse_condition(column: str, raw: Any, file: str | None, key: str) -> Condi
 
 
 def _absolute(paths: list[str], base_dir: str) -> list[str]:
-    return [os.path.normpath(os.path.join(base_dir, os.path.expanduser(p))) for p in paths]
+    """Local paths relative to the mixture file; a URL as given (opening it then says to copy it here)."""
+    from curate.remote import is_remote
+
+    return [p if is_remote(p) else os.path.normpath(os.path.join(base_dir, os.path.expanduser(p))) for p in paths]
 
 
 def from_dict(raw: Any, *, file: str | None = None, base_dir: str = ".") -> MixtureConfig:

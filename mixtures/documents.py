@@ -41,6 +41,12 @@ class TokenFolder:
 
     @classmethod
     def open(cls, path: str, *, file: str | None, key: str) -> "TokenFolder":
+        from curate.remote import is_remote
+
+        if is_remote(path):  # training memory-maps the shards: they must be on a local disk
+            from curate.tokenizers.tokenize import bring_local_hint
+
+            raise ConfigError(f"{path} is in an object store: {bring_local_hint(path)}", file=file, key=key)
         meta_path = os.path.join(path, "meta.json")
         if not os.path.isdir(path):
             raise ConfigError(f"no token folder at {path} (make one with `curate tokenize`)", file=file, key=key)

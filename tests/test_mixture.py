@@ -534,3 +534,17 @@ def test_shard_with_and_without_eos_is_damaged(tmp_path):
     code, output = run_cli(tmp_path, {"tokens": "1K", "seq_len": 64, "paths": [str(root)],
                                       "components": [{"source": "web", "weight": 1}]})
     assert code == 1 and "some do not" in output, output
+
+
+def test_a_token_folder_in_an_object_store_is_a_one_line_error_that_says_how_to_copy_it(tmp_path):
+    """`curate tokenize --output s3://…` writes there for clusters without a shared disk; training memory-maps
+    local files, so a mixture (and an export) over the store's folder says to copy it first, exit 2."""
+    path = write_yaml(tmp_path / "mix.yaml", {"tokens": "1M", "seq_len": 64, "components": [
+        {"name": "web", "source": "web", "paths": ["s3://bucket/tokens"], "weight": 1.0}]})
+    result = CliRunner().invoke(main, ["mix", path, "--output", str(tmp_path / "mix")])
+    assert result.exit_code == 2, result.output
+    assert "s3://bucket/tokens is in an object store" in result.output and "aws s3 sync" in result.output
+    assert not (tmp_path / "mix").exists()
+    export = CliRunner().invoke(main, ["tokenizer", "export-nanogpt", "s3://bucket/tokens", "--output",
+                                       str(tmp_path / "nano")])
+    assert export.exit_code == 2 and "in an object store" in export.output, export.output

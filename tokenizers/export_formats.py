@@ -128,6 +128,12 @@ class TokenFolder:
 
 def open_token_folder(path: str, sources: list[str] | None = None) -> TokenFolder:
     """Read ``meta.json`` and the committed shards of a ``curate tokenize`` output; check they are whole."""
+    from curate.remote import is_remote
+
+    if is_remote(path):  # the shards are memory-mapped: they must be on a local disk
+        from curate.tokenizers.tokenize import bring_local_hint
+
+        raise TokenFolderError(f"{path}: in an object store: {bring_local_hint(path)}")
     meta_path = os.path.join(path, "meta.json")
     if not os.path.isdir(path):
         raise TokenFolderError(f"{path}: no such folder")
