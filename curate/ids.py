@@ -70,10 +70,17 @@ def _colliding(shards: list[str]) -> pa.Array:
     if not shards:
         return pa.array([], pa.string())
     con = duckdb.connect()
-    storage.register_duckdb(con, shards[0])
+    source: list[str] = shards
+    if storage.is_remote(shards[0]):
+        storage.register_duckdb(con, shards[0])
+        # DuckDB through fsspec lists once per name it is given (17 s for 1,000 objects against moto), once
+        # per glob (1.5 s): give it the folders' globs when they name exactly these shards
+        patterns = sorted({storage.join(storage.dirname(s), "*.parquet") for s in shards})
+        if sorted(p for pattern in patterns for p in storage.glob(pattern)) == sorted(shards):
+            source = patterns
     rows = con.execute(
         "SELECT id FROM read_parquet(?, union_by_name = true) GROUP BY id HAVING count(*) > 1 ORDER BY id",
-        [shards]).fetchall()
+        [source]).fetchall()
     return pa.array([r[0] for r in rows], pa.string())
 
 

@@ -722,22 +722,13 @@ class Runner:
         if not files:
             return {}
         con = duckdb.connect()
-        source = "read_parquet(?)"
-        if storage.is_remote(pattern):  # many small objects: fetched 32 at a time, not one after another
-            from concurrent.futures import ThreadPoolExecutor
-
-            import pyarrow as pa
-
-            columns = ["task_id", "segment", "source", "path", "docs_out", "position", "rejected", "seconds"]
-            with ThreadPoolExecutor(32) as threads:
-                tables = list(threads.map(lambda p: storage.read_table(p, columns=columns), files))
-            con.register("stats_rows", pa.concat_tables(tables, promote_options="permissive"))
-            source = "stats_rows"
-        rows = con.execute(f"""
+        # the glob, also in an object store: DuckDB lists the folder once (given a list of 1,000 objects
+        # it took 17 s against moto, the glob 1.5 s: each name of a list costs it a listing)
+        storage.register_duckdb(con, self.output)
+        rows = con.execute("""
             SELECT task_id, any_value(segment), any_value(source), any_value(path),
                    arg_max(docs_out, position), sum(rejected), sum(seconds)
-            FROM {source} GROUP BY task_id ORDER BY task_id""",
-                           [] if storage.is_remote(pattern) else [pattern]).fetchall()
+            FROM read_parquet(?) GROUP BY task_id ORDER BY task_id""", [pattern]).fetchall()
         recorded = self.manifest.get("tasks", {})
         return {
             task_id: {**recorded.get(task_id, {}), "segment": segment, "source": source, "path": path,

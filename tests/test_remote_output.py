@@ -48,6 +48,9 @@ def world(tmp_path_factory, shared_data):
     for name in WARCS:
         shutil.copy(shared_data / "warc" / name, root / Path(name).name)
     shutil.copy(shared_data / "warc" / WARCS[0], root / "copy.warc.gz")
+    for name, word in (("a.jsonl", "alpha"), ("b.jsonl", "beta")):  # both numbered from 0: colliding ids
+        (root / name).write_text("".join(json.dumps({"id": i, "text": f"{word} document {i} " * 3}) + "\n"
+                                         for i in range(60)))
     work = tmp_path_factory.mktemp("runs")
     with HttpServer(root) as http, MotoServer() as s3:
         s3.client().create_bucket(Bucket=BUCKET)
@@ -56,7 +59,8 @@ def world(tmp_path_factory, shared_data):
         urls = [f"{http.url}/{Path(name).name}" for name in (*WARCS, "copy.warc.gz")]
         local = _run(urls, str(work / "local"), work, env)
         assert local.returncode == 0, local.stderr[-3000:]
-        yield {"http": http, "s3": s3, "env": env, "urls": urls, "work": work, "local": work / "local"}
+        yield {"http": http, "s3": s3, "env": env, "urls": urls, "work": work, "local": work / "local",
+               "base": http.url}
 
 
 def _args(urls: list[str], output: str, *more: str) -> list[str]:
@@ -203,6 +207,26 @@ def test_a_killed_run_resumes_and_trusts_no_leftover_object(world, tmp_path):
     skipped = re.search(r"(\d+) already done", rerun.stdout)
     assert skipped and len(finished) <= int(skipped.group(1)) < len(every), rerun.stdout[-2000:]
     _same_run(s3, "killed/", world["local"], tmp_path / "killed")
+
+
+def test_colliding_ids_are_made_unique_in_the_store(world, tmp_path):
+    """The id check after segment 0 reads the shards in the store and rewrites those holding a colliding id
+    (downloaded, rewritten locally, uploaded whole over the key): the same ids as the run into a folder."""
+    env, s3 = world["env"], world["s3"]
+    args = ["--input", f"{world['base']}/a.jsonl", f"{world['base']}/b.jsonl", "--format", "jsonl",
+            "--stages", "length,exact_dedup", "--no-progress", "--workers", "1"]
+    for output in (str(tmp_path / "local"), f"s3://{BUCKET}/ids/"):
+        done = subprocess.run([*CURATE, "run", *args, "-o", output], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "120 documents had an id that another document of the run also had" in done.stdout
+    remote = _download(s3, "ids/", tmp_path / "ids")
+
+    def ids(out: Path) -> list[tuple]:
+        return duckdb.connect().execute(f"SELECT id, given_id, text FROM read_parquet('{out}/docs/*.parquet', "
+                                        "union_by_name = true) ORDER BY id").fetchall()
+    assert ids(remote) == ids(tmp_path / "local") and len(ids(remote)) == 120
+    assert json.loads((remote / "manifest.json").read_text())["ids"] == {"renamed": 120, "colliding_ids": 60}
 
 
 def _one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
