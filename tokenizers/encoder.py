@@ -234,7 +234,10 @@ class Encoder:
         for i, text in enumerate(texts):
             if not text:
                 pass
-            elif len(text) > MAX_MEAN_SEGMENT_CHARS * (text.count(" ") + (text.count("\n") if lines else 0) + 1):
+            elif ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
+                  and (not lines or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1))):
+                # (newlines counted only when the spaces alone leave the mean segment long: most texts
+                # have spaces enough, and each count is a pass over the text)
                 whole.append(i)
                 append(~i)  # a text SentencePiece encodes whole, looked up by this negative key
             elif (words_ok and "  " not in text and text[0] != " " and text[-1] != " " and SPACE not in text
@@ -285,7 +288,10 @@ class Encoder:
         for i, text in enumerate(texts):
             if not text:
                 append(end)
-            elif len(text) > MAX_MEAN_SEGMENT_CHARS * (text.count(" ") + (text.count("\n") if lines else 0) + 1):
+            elif ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
+                  and (not lines or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1))):
+                # (newlines counted only when the spaces alone leave the mean segment long: most texts
+                # have spaces enough, and each count is a pass over the text)
                 whole.append(i)
                 append(whole_mark)
             else:
