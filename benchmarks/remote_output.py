@@ -10,6 +10,12 @@ driver process (Ray's workers are not its children: their work is in the stage-s
 stage-seconds recorded in the stats, and the ratio to the local run. On a loopback network this measures curate's output overhead (local staging, whole-object
 uploads, listings, the lock, the manifest, the id check and dedup's work files in the store), not a
 real network's bandwidth. Print ``uptime`` with the figures: the machine may be shared.
+
+    .venv/bin/python -m curate.benchmarks.remote_output --small-objects 1000
+
+instead puts N stats-sized Parquet objects in the store and times what the end of a run and ``curate
+stats`` do with many of them: DuckDB reading them by a folder glob vs given the list of objects, and
+the id check (``curate.ids``) over them.
 """
 
 from __future__ import annotations
@@ -47,12 +53,53 @@ def stage_seconds(output: str, env: dict, cwd: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def small_objects(count: int) -> None:
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curate import storage
+    from curate.ids import _colliding
+
+    with MotoServer() as s3:
+        os.environ.update(s3.env())
+        client = s3.client()
+        client.create_bucket(Bucket="bench")
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({"id": [f"d{i}" for i in range(10)], "task_id": ["t"] * 10,
+                                 "position": list(range(10))}), sink)
+        body = sink.getvalue().to_pybytes()
+        with ThreadPoolExecutor(32) as threads:
+            list(threads.map(lambda i: client.put_object(Bucket="bench", Key=f"run/stats/t{i:06d}.parquet", Body=body),
+                             range(count)))
+        pattern = "s3://bench/run/stats/*.parquet"
+        files = storage.glob(pattern)
+        timings = {}
+        for name, given in (("DuckDB, list of objects", files), ("DuckDB, folder glob", pattern)):
+            con = duckdb.connect()
+            storage.register_duckdb(con, pattern)  # a cold client (no listing cached), as in a new process
+            started = time.perf_counter()
+            con.execute("SELECT count(*) FROM read_parquet(?)", [given]).fetchone()
+            timings[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        _colliding(files)
+        timings["id check (curate.ids)"] = time.perf_counter() - started
+        print(f"{count} objects in moto's S3 server; load average {os.getloadavg()[0]:.2f}")
+        for name, seconds in timings.items():
+            print(f"  {name:26s} {seconds:6.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--copies", type=int, default=40)
     parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--small-objects", type=int, default=0, help="Time reading N small objects instead.")
     args = parser.parse_args()
+    if args.small_objects:
+        small_objects(args.small_objects)
+        return
     sample = (Path(args.data) / "warc" / "dolma" / "sample-0000.warc.gz").read_bytes()
     with tempfile.TemporaryDirectory() as tmp, MotoServer() as s3:
         files = []
