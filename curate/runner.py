@@ -722,8 +722,8 @@ class Runner:
         if not files:
             return {}
         con = duckdb.connect()
-        # the glob, also in an object store: DuckDB lists the folder once (given a list of 1,000 objects
-        # it took 17 s against moto, the glob 1.5 s: each name of a list costs it a listing)
+        # the glob, also in an object store: DuckDB through fsspec given a list of 1,000 objects took 18 s
+        # against moto, the glob 1.3 s (benchmarks/remote_output.py --small-objects)
         storage.register_duckdb(con, self.output)
         rows = con.execute("""
             SELECT task_id, any_value(segment), any_value(source), any_value(path),
