@@ -91,10 +91,6 @@ class RankBPE:
         self.encoding = encoding
         self.table = table  # rank -> piece id (or DOC_END, WHOLE, PARTIAL - k)
         self.spelled = spelled
-        #: ``spelled`` end to end, and where each starts: the splice gathers from it with numpy
-        self.spelled_pool = np.concatenate(spelled) if spelled else np.zeros(0, dtype=np.int64)
-        self.spelled_lens = np.array([len(s) for s in spelled], dtype=np.int64)
-        self.spelled_starts = np.cumsum(self.spelled_lens) - self.spelled_lens
         self.end, self.whole = end, whole  # ranks (past the vocabulary) of DOC_END and WHOLE
         core = encoding._core_bpe
         #: text -> its ranks as uint32 bytes (tiktoken >= 0.8 hands its buffer over; older ones a list)
@@ -320,29 +316,18 @@ class Encoder:
         end_mark = (DOC_END,)
         whole_flat = np.fromiter(chain.from_iterable(chain.from_iterable((ids, end_mark) for ids in encoded)),
                                  dtype=np.int64)
-        whole_lens = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
-        # each special entry of ``flat`` stands for a run of a pool (the whole texts' ids, then the
-        # spelled bytes): gather them all with one index array, no Python per entry
-        values = flat[special]
-        is_whole = values == WHOLE
-        seg_start = np.empty(len(special), dtype=np.int64)
-        seg_len = np.empty(len(special), dtype=np.int64)
-        seg_len[is_whole] = whole_lens  # the k-th WHOLE in flat is the k-th text encoded whole
-        seg_start[is_whole] = np.cumsum(whole_lens) - whole_lens
-        k = PARTIAL - values[~is_whole]
-        seg_len[~is_whole] = bpe.spelled_lens[k]
-        seg_start[~is_whole] = len(whole_flat) + bpe.spelled_starts[k]
-        pool = np.concatenate([whole_flat, bpe.spelled_pool])
-        sizes = np.ones(len(flat), dtype=np.int64)
-        sizes[special] = seg_len
-        out_start = np.cumsum(sizes) - sizes
-        out = np.empty(int(out_start[-1] + sizes[-1]), dtype=np.int64)
-        keep = np.ones(len(flat), dtype=bool)
-        keep[special] = False
-        out[out_start[keep]] = flat[keep]
-        within = np.arange(int(seg_len.sum()), dtype=np.int64) - np.repeat(np.cumsum(seg_len) - seg_len, seg_len)
-        out[np.repeat(out_start[special], seg_len) + within] = pool[np.repeat(seg_start, seg_len) + within]
-        return out
+        whole_ends = np.cumsum([len(ids) + 1 for ids in encoded]).tolist()
+        parts, start, k = [], 0, 0
+        for at, value in zip(special.tolist(), flat[special].tolist()):
+            parts.append(flat[start:at])
+            if value == WHOLE:
+                parts.append(whole_flat[whole_ends[k - 1] if k else 0:whole_ends[k]])
+                k += 1
+            else:
+                parts.append(bpe.spelled[PARTIAL - value])
+            start = at + 1
+        parts.append(flat[start:])
+        return np.concatenate(parts)
 
 
 def _doc_lengths(flat: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
