@@ -54,9 +54,14 @@ Piece = model_pb2.ModelProto.SentencePiece
 #: Placeholders in the flat array before they are spliced out (DOC_END stays): a text SentencePiece
 #: encodes whole, and (at PARTIAL and below) the leading bytes of a character not in the vocabulary.
 WHOLE, PARTIAL = -2, -3
-RANKS_FLUSH = 1 << 16  # per-text rank buffers held (each a Python object) before they are joined into bytes
-#: tiktoken's special token for ``RankBPE``: only there to make its buffer encode fast, never allowed.
-NEVER_SPECIAL = "\x00<curate: no special token>\x00"
+RANKS_FLUSH = 1 << 14  # texts handed to tiktoken in one call (joined by TEXT_END)
+#: ``RankBPE``'s two special tokens, ranked as DOC_END and WHOLE: a batch's texts go to tiktoken as one string,
+#: each followed by TEXT_END (tiktoken encodes the text between two allowed special tokens on its own, so each
+#: text's ranks are those of a call of its own), a text SentencePiece encodes whole as WHOLE_TEXT. Used only
+#: when no text holds a NUL (then none can hold a marker); otherwise each text is a call of its own, with no
+#: special token allowed.
+TEXT_END = "\x00<curate: end of text>\x00"
+WHOLE_TEXT = "\x00<curate: encoded whole>\x00"
 
 
 def segment_safe(proto: model_pb2.ModelProto) -> bool:
@@ -93,9 +98,11 @@ class RankBPE:
         self.spelled = spelled
         self.end, self.whole = end, whole  # ranks (past the vocabulary) of DOC_END and WHOLE
         core = encoding._core_bpe
-        #: text -> its ranks as uint32 bytes (tiktoken >= 0.8 hands its buffer over; older ones a list)
+        #: (text, allowed special tokens) -> its ranks as uint32 bytes (tiktoken >= 0.8 hands its buffer over;
+        #: older ones a list)
         self.to_buffer = getattr(core, "encode_to_tiktoken_buffer", None) or (
-            lambda text, _special: np.array(core.encode_ordinary(text), dtype=np.uint32).tobytes())
+            lambda text, allowed: np.array(core.encode(text, allowed), dtype=np.uint32).tobytes())
+        self.markers = {TEXT_END, WHOLE_TEXT}
 
     def spelled_ranks(self) -> list[int]:
         """The ranks of leading bytes that are no piece (spelled out as byte pieces when left over)."""
@@ -161,10 +168,10 @@ class RankBPE:
             ranks[piece.replace(SPACE, " ").encode()] = len(ids)
             ids.append(i)
         end, whole = len(ids), len(ids) + 1
-        # one special token, never allowed (so never matched: text holding it is encoded as text): with no
-        # special token at all, tiktoken's buffer encode scans the text with an empty regex, ~1.8x slower
+        # (with no special token at all, tiktoken's buffer encode would scan each text with an empty regex,
+        # ~1.8x slower: a text encoded on its own allows none of the two, and so is encoded as text)
         encoding = tiktoken.Encoding("curate-sentencepiece", pat_str=RANK_PATTERN_LINES if lines else RANK_PATTERN,
-                                     mergeable_ranks=ranks, special_tokens={NEVER_SPECIAL: whole + 1})
+                                     mergeable_ranks=ranks, special_tokens={TEXT_END: end, WHOLE_TEXT: whole})
         return cls(encoding, np.array(ids + [DOC_END, WHOLE], dtype=np.int64), spelled, end, whole), ""
 
 
@@ -270,44 +277,16 @@ class Encoder:
     def _rank_flat(self, texts: list[str]) -> np.ndarray:
         """All texts' ids through tiktoken's core (``RankBPE``), DOC_END after each.
 
-        Each text's ranks come back as a uint32 buffer (``encode_to_tiktoken_buffer``, what tiktoken's
-        ``encode_to_numpy`` calls), joined as bytes and mapped to piece ids with one numpy take: no Python
-        int per token (``encode_ordinary``'s lists cost ~25% more CPU than the BPE itself on English).
+        The ranks come back as tiktoken's uint32 buffer (``encode_to_tiktoken_buffer``, what its
+        ``encode_to_numpy`` calls), for RANKS_FLUSH texts at a time (TEXT_END), and are mapped to piece ids
+        with one numpy take: no Python int per token (``encode_ordinary``'s lists cost ~25% more CPU than the
+        BPE itself on English), and one call per batch, not per text (a third of the time on short texts).
         """
         bpe = self.rank_bpe
-        to_buffer = bpe.to_buffer
-        no_special: set = set()
-        prefix = " " if self.dummy_prefix else ""
-        lines = self.newline_split
-        end = np.array([bpe.end], dtype=np.uint32).tobytes()
-        whole_mark = np.array([bpe.whole], dtype=np.uint32).tobytes()
-        parts: list = []
-        chunks: list[bytes] = []
-        append = parts.append
         whole: list[int] = []
-        for i, text in enumerate(texts):
-            if not text:
-                append(end)
-            elif ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
-                  and (not lines or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1))):
-                # (newlines counted only when the spaces alone leave the mean segment long: most texts
-                # have spaces enough, and each count is a pass over the text)
-                whole.append(i)
-                append(whole_mark)
-            else:
-                # SentencePiece's normalization for a segment-safe model: the dummy prefix, and spaces and
-                # ``▁`` the same (here both spaces)
-                text = prefix + (text.replace(SPACE, " ") if SPACE in text else text)
-                try:
-                    append(to_buffer(text, no_special))
-                except UnicodeEncodeError:  # a lone surrogate: as tiktoken's encode_ordinary handles it
-                    append(to_buffer(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), no_special))
-                append(end)
-                if len(parts) > RANKS_FLUSH:
-                    chunks.append(b"".join(parts))
-                    parts.clear()
-        chunks.append(b"".join(parts))
-        flat = bpe.table[np.frombuffer(chunks[0] if len(chunks) == 1 else b"".join(chunks), dtype=np.uint32)]
+        buffers = [self._rank_chunk(texts, first, min(first + RANKS_FLUSH, len(texts)), whole)
+                   for first in range(0, len(texts), RANKS_FLUSH)]
+        flat = bpe.table[np.frombuffer(buffers[0] if len(buffers) == 1 else b"".join(buffers), dtype=np.uint32)]
         special = np.flatnonzero(flat <= WHOLE)
         if not len(special):
             return flat
@@ -328,6 +307,62 @@ class Encoder:
             start = at + 1
         parts.append(flat[start:])
         return np.concatenate(parts)
+
+
+    def _encoded_whole(self, text: str) -> bool:
+        """A text with few spaces (Chinese, Japanese): SentencePiece encodes it whole."""
+        return ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
+                # newlines counted only when the spaces alone leave the mean segment long: most texts have
+                # spaces enough, and each count is a pass over the text
+                and (not self.newline_split or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1)))
+
+    def _rank_chunk(self, texts: list[str], first: int, end: int, whole: list[int]):
+        """The ranks of ``texts[first:end]`` as uint32 bytes, the end rank after each (a text SentencePiece
+        encodes whole: its index is appended to ``whole``, the WHOLE rank stands for it)."""
+        bpe = self.rank_bpe
+        prefix = " " if self.dummy_prefix else ""
+        pieces: list[str] = []
+        add = pieces.append
+        for i in range(first, end):
+            text = texts[i]
+            if not text:
+                pass
+            elif self._encoded_whole(text):
+                whole.append(i)
+                add(WHOLE_TEXT)  # no end rank: the splice puts the text's ids and its DOC_END there
+                continue
+            else:
+                # SentencePiece's normalization for a segment-safe model: the dummy prefix, and spaces and
+                # ``▁`` the same (here both spaces)
+                add(prefix + (text.replace(SPACE, " ") if SPACE in text else text))
+            add(TEXT_END)
+        joined = "".join(pieces)
+        if joined.count("\x00") == 2 * (end - first):  # the markers' NULs only, one marker a text
+            try:
+                return bpe.to_buffer(joined, bpe.markers)
+            except UnicodeEncodeError:  # a lone surrogate: each text on its own, below
+                pass
+        # each text on its own, no special token allowed (a text may hold one)
+        end_rank = np.array([bpe.end], dtype=np.uint32).tobytes()
+        whole_rank = np.array([bpe.whole], dtype=np.uint32).tobytes()
+        no_special: set = set()
+        parts: list = []
+        for i in range(first, end):
+            text = texts[i]
+            if not text:
+                pass
+            elif self._encoded_whole(text):
+                parts.append(whole_rank)
+                continue
+            else:
+                text = prefix + (text.replace(SPACE, " ") if SPACE in text else text)
+                try:
+                    parts.append(bpe.to_buffer(text, no_special))
+                except UnicodeEncodeError:  # a lone surrogate: as tiktoken's encode_ordinary handles it
+                    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                    parts.append(bpe.to_buffer(text, no_special))
+            parts.append(end_rank)
+        return b"".join(parts)
 
 
 def _doc_lengths(flat: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
