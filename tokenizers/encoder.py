@@ -321,13 +321,16 @@ class Encoder:
         encodes whole: its index is appended to ``whole``, the WHOLE rank stands for it)."""
         bpe = self.rank_bpe
         prefix = " " if self.dummy_prefix else ""
+        lines = self.newline_split
         pieces: list[str] = []
         add = pieces.append
         for i in range(first, end):
             text = texts[i]
             if not text:
                 pass
-            elif self._encoded_whole(text):
+            elif ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
+                  and (not lines or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1))):
+                # ``_encoded_whole`` written out: a method call per text costs as much as the counts
                 whole.append(i)
                 add(WHOLE_TEXT)  # no end rank: the splice puts the text's ids and its DOC_END there
                 continue

@@ -140,6 +140,7 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     counts = ReadCounts()
     writers: dict[str, _ShardWriter] = {}
     totals: dict[tuple, Counter] = defaultdict(Counter)
+    sizes: dict[str, list[pa.RecordBatch]] = defaultdict(list)  # lang, tokens, bytes of each document
     try:
         for table in read_documents(item, counts, params.text_field, txt_doc_chars=None, rows=rows):
             for start in range(0, table.num_rows, params.batch_docs):
@@ -151,13 +152,16 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
                     if source not in writers:
                         writers[source] = _ShardWriter(output, source, task, dtype)
                     writers[source].write(part["id"].to_pylist(), part["lang"].to_pylist(), flat, lengths)
-                    # per language of the batch, not per document: one group-by in Arrow
-                    sums = pa.table({"lang": part["lang"], "tokens": lengths,
-                                     "bytes": pc.binary_length(part["text"])}) \
-                        .group_by("lang").aggregate([("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
-                    for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
-                                                             ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
-                        totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
+                    sizes[source].append(pa.record_batch({"lang": part["lang"].combine_chunks(),
+                                                          "tokens": pa.array(lengths, pa.int64()),
+                                                          "bytes": pc.binary_length(part["text"]).combine_chunks()}))
+        # per language, not per document: one group-by in Arrow per source and task (not per batch)
+        for source, batches in sizes.items():
+            sums = pa.Table.from_batches(batches).group_by("lang").aggregate(
+                [("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+            for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
+                                                     ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
+                totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
         shards = {source: writer.commit() for source, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
