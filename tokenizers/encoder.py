@@ -308,7 +308,6 @@ class Encoder:
         parts.append(flat[start:])
         return np.concatenate(parts)
 
-
     def _encoded_whole(self, text: str) -> bool:
         """A text with few spaces (Chinese, Japanese): SentencePiece encodes it whole."""
         return ((n := len(text)) > MAX_MEAN_SEGMENT_CHARS * ((spaces := text.count(" ")) + 1)
@@ -317,8 +316,9 @@ class Encoder:
                 and (not self.newline_split or n > MAX_MEAN_SEGMENT_CHARS * (spaces + text.count("\n") + 1)))
 
     def _rank_chunk(self, texts: list[str], first: int, end: int, whole: list[int]):
-        """The ranks of ``texts[first:end]`` as uint32 bytes, the end rank after each (a text SentencePiece
-        encodes whole: its index is appended to ``whole``, the WHOLE rank stands for it)."""
+        """The ranks of ``texts[first:end]`` as uint32 bytes (or tiktoken's buffer of them), the end rank after
+        each (a text SentencePiece encodes whole: its index is appended to ``whole``, the WHOLE rank stands for
+        it, with no end rank: the splice puts the text's ids and its DOC_END there)."""
         bpe = self.rank_bpe
         prefix = " " if self.dummy_prefix else ""
         lines = self.newline_split
