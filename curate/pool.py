@@ -506,12 +506,19 @@ class _StepWorker:
     def call(self, fn: Callable, *args):
         return fn(*args)
 
+    def ready(self) -> bool:
+        return True
+
 
 class RaySteps:
     """A global stage's tasks on actors of its own (not plain Ray tasks): plain tasks leave their
     worker processes idle but alive once the step is done, holding what numpy and Arrow allocated
     (335 MB each after a dedup step), while the apply pass starts its own; these actors end in ``close``.
-    A task whose process dies is retried on a restarted actor (``max_task_retries``), as a task would be.
+
+    Calls are queued here and handed only to actors that answered ``ready``, as ``WorkerPool`` does: on
+    a cluster that lost a node, an actor for a CPU that is gone may never be placed, and a call given
+    to it would wait forever. A call whose actor died is retried (``max_retries``) on another one, and a
+    replacement actor is started; it takes calls once it is up.
     """
 
     def __init__(self, workers: int, max_retries: int = 2):
@@ -519,38 +526,89 @@ class RaySteps:
 
         self.ray = ray
         self.size = max(1, int(workers))
-        self.remote_class = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_StepWorker)
+        self.max_retries = max_retries
+        self.remote_class = ray.remote(num_cpus=1, max_restarts=0)(_StepWorker)
         self.actors: list = []
+        self.starting: dict = {}   # ready ref -> actor
         self.idle: list = []
-        self.busy: dict = {}  # handle -> actor
+        self.inflight: dict = {}   # ref -> (actor, handle)
+        self.queue: deque = deque()
+        self.calls: dict[int, tuple] = {}      # handle -> (fn, args)
+        self.tries: dict[int, int] = {}
+        self.results: dict[int, tuple] = {}    # handle -> (ok, value or error)
+        self._next = 0
 
-    def submit(self, fn: Callable, *args):
-        if not self.idle:
-            if len(self.actors) >= self.size:  # more in flight than workers: Ray queues it on one actor
-                actor = self.actors[len(self.busy) % len(self.actors)]
-            else:
-                actor = self.remote_class.remote()
-                self.actors.append(actor)
-        else:
-            actor = self.idle.pop()
-        handle = actor.call.remote(fn, *args)
-        self.busy[handle] = actor
+    def _start_actor(self) -> None:
+        actor = self.remote_class.remote()
+        self.actors.append(actor)
+        self.starting[actor.ready.remote()] = actor
+
+    def submit(self, fn: Callable, *args) -> int:
+        handle = self._next
+        self._next += 1
+        self.calls[handle] = (fn, args)
+        self.queue.append(handle)
+        if len(self.actors) < self.size and len(self.starting) + len(self.idle) < len(self.queue):
+            self._start_actor()
         return handle
 
-    def wait(self, handles: list) -> list:
-        done, _ = self.ray.wait(list(handles), num_returns=1)
-        return done
+    def _dispatch(self) -> None:
+        while self.idle and self.queue:
+            actor, handle = self.idle.pop(), self.queue.popleft()
+            fn, args = self.calls[handle]
+            self.inflight[actor.call.remote(fn, *args)] = (actor, handle)
 
-    def get(self, handle):
-        actor = self.busy.pop(handle, None)
-        if actor is not None and actor not in self.busy.values():
-            self.idle.append(actor)
-        return self.ray.get(handle)
+    def wait(self, handles: list) -> list:
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        waiting_since = time.monotonic()
+        while True:
+            done = [h for h in handles if h in self.results]
+            if done:
+                return done
+            self._dispatch()
+            ready, _ = self.ray.wait(list(self.inflight) + list(self.starting), num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in self.starting:
+                    actor = self.starting.pop(ref)
+                    try:
+                        self.ray.get(ref)
+                        self.idle.append(actor)
+                    except (RayActorError, WorkerCrashedError):
+                        pass  # never came up: the others (or a later replacement) do the work
+                    continue
+                actor, handle = self.inflight.pop(ref)
+                try:
+                    self.results[handle] = (True, self.ray.get(ref))
+                    self.idle.append(actor)
+                except (RayActorError, WorkerCrashedError) as err:  # its process or its node is gone
+                    self.tries[handle] = self.tries.get(handle, 0) + 1
+                    if self.tries[handle] > self.max_retries:
+                        self.results[handle] = (False, err)
+                    else:
+                        self.queue.appendleft(handle)
+                    self._start_actor()
+                except Exception as err:  # noqa: BLE001 - what fn raised: get() raises it
+                    self.results[handle] = (False, err)
+                    self.idle.append(actor)
+            if self.idle or self.inflight or not self.starting:
+                waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since > NO_WORKER_TIMEOUT_S:
+                raise RuntimeError(f"no worker could be started for {NO_WORKER_TIMEOUT_S:.0f} s: "
+                                   "the cluster has no free CPU")
+
+    def get(self, handle: int):
+        ok, value = self.results.pop(handle)
+        self.calls.pop(handle, None)
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
-        self.actors, self.idle, self.busy = [], [], {}
+        self.actors, self.idle, self.starting, self.inflight = [], [], {}, {}
+        self.queue.clear()
 
     def __enter__(self):
         return self

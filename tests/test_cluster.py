@@ -110,7 +110,7 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
     """A head and a worker node started with `ray start` (token auth), inputs served over HTTP and S3 (moto's
     server): tasks run on both nodes; then the worker node is killed mid-run (every process of it, with
     SIGKILL, as when a machine goes away): the run still finishes, its lost tasks done on the head node,
-    and the output equals a run without a cluster.
+    dedup's global step then runs on what is left, and the output equals a run without a cluster.
     """
     import duckdb
     import pytest
@@ -137,7 +137,7 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
                if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN") and not k.startswith("AWS_")}
         env.update(s3.env(), RAY_AUTH_TOKEN_PATH=str(token_path), RAY_AUTH_MODE="token")
         inputs = [f"{http.url}/{name}" for name in names[:4]] + ["s3://crawl-data/cc/*.warc.gz"]
-        args = ["--format", "warc", "--stages", "extract,length", "--no-progress"]
+        args = ["--format", "warc", "--stages", "extract,length,dedup", "--no-progress"]
         # the worker node gets its own loopback address, as a second machine has its own
         head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port,
                                "--node-ip-address", "127.0.0.1",
@@ -172,7 +172,7 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
                 run.wait()
             _stop_session(session_dir)
         done = json.loads(manifest.read_text())
-        assert done["complete"] and len(done["tasks"]) == 8
+        assert done["complete"] and sum(t["segment"] == 0 for t in done["tasks"].values()) == 8
         local = subprocess.run([*CURATE, "run", "--input", *(str(served / n) for n in names), *args, "-o", "local"],
                                cwd=tmp_path, env={k: v for k, v in env.items() if not k.startswith("RAY_AUTH")},
                                capture_output=True, text=True, timeout=300)
