@@ -116,6 +116,10 @@ def unseen(shared_data, texts) -> list[str]:
     out += segmented
     out += ["emoji 😀🙈 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ǅ ﬁ", "\u2581\u2581 x \u2581", "tab\tseparated\tvalues\n", "  two  spaces  ",
             "中文 mixed 混合 text 文本", "ḁ̴̢̛̛ combining marks ē̄"]
+    # texts that hold the markers a batch's texts are joined with, or a NUL: such a batch must go text by
+    # text and still come out as SentencePiece's ids (a lone surrogate cannot reach here: Parquet text is UTF-8)
+    out += [f"before {encoder_module.TEXT_END} after", f"x{encoder_module.WHOLE_TEXT}y", encoder_module.TEXT_END,
+            "a NUL \x00 in a sentence"]
     return out
 
 
@@ -124,7 +128,7 @@ def test_rank_bpe_equals_sentencepiece_on_unseen_text(model, unseen, monkeypatch
     encoder = Encoder(model)
     assert encoder.rank_bpe is not None, encoder.rank_bpe_off
     check_exact(encoder, unseen)
-    monkeypatch.setattr(encoder_module, "RANKS_FLUSH", 50)  # ranks moved into arrays every few texts
+    monkeypatch.setattr(encoder_module, "RANKS_FLUSH", 50)  # several tiktoken calls per batch
     check_exact(encoder, unseen)
     monkeypatch.undo()
     # the flat form a worker writes (EOS after each text) equals the segment cache's, and so do the lengths
