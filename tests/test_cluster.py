@@ -37,11 +37,6 @@ def _stop_session(session_dir: str) -> None:
             pass
 
 
-def _committed(output: Path) -> int:
-    """Tasks committed so far (a task is done when its stats file exists)."""
-    return len(list((output / "stats").glob("*.parquet")))
-
-
 def _kill_node(session_dir: str, ip: str) -> int:
     """SIGKILL every process of the node at ``ip`` in this test's cluster (its raylet with the object
     store, log monitor ...; its workers end with their raylet); returns how many were killed."""
@@ -108,9 +103,10 @@ def test_runs_on_an_existing_cluster_given_its_address(tmp_path):
 
 def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_data):
     """A head and a worker node started with `ray start` (token auth), inputs served over HTTP and S3 (moto's
-    server): tasks run on both nodes; then the worker node is killed mid-run (every process of it, with
-    SIGKILL, as when a machine goes away): the run still finishes, its lost tasks done on the head node,
-    dedup's global step then runs on what is left, and the output equals a run without a cluster.
+    server), the output in the S3 store: no disk is shared. Tasks run on both nodes; then the worker node is
+    killed mid-run (every process of it, with SIGKILL, as when a machine goes away): the run still finishes,
+    its lost tasks done on the head node, dedup's global step then runs on what is left, and the output
+    equals a run without a cluster.
     """
     import duckdb
     import pytest
@@ -131,6 +127,11 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
     with HttpServer(served) as http, MotoServer() as s3:
         client = s3.client()
         client.create_bucket(Bucket="crawl-data")
+        client.create_bucket(Bucket="curated")
+
+        def committed() -> int:  # finished tasks: stats objects directly under run/stats/
+            listed = client.list_objects_v2(Bucket="curated", Prefix="run/stats/").get("Contents", [])
+            return sum(1 for o in listed if o["Key"].count("/") == 2 and o["Key"].endswith(".parquet"))
         for name in names[4:]:
             client.upload_file(str(served / name), "crawl-data", f"cc/{name}")
         env = {k: v for k, v in os.environ.items()
@@ -152,27 +153,30 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
                                      "--disable-usage-stats"],
                                     capture_output=True, text=True, timeout=180, env=env)
             assert worker.returncode == 0, worker.stderr
-            run = subprocess.Popen([*CURATE, "run", "--input", *inputs, *args, "--address", address, "-o", "out"],
+            run = subprocess.Popen([*CURATE, "run", "--input", *inputs, *args, "--address", address,
+                                    "-o", "s3://curated/run/"],
                                    cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            manifest = tmp_path / "out" / "manifest.json"
             deadline = time.monotonic() + 240
-            while _committed(tmp_path / "out") < 3 and run.poll() is None and time.monotonic() < deadline:
+            while committed() < 3 and run.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert run.poll() is None, "the run ended before the worker node could be killed"
-            killed_after = _committed(tmp_path / "out")
+            killed_after = committed()
             assert _kill_node(session_dir, "127.0.0.2") >= 1
             out, err = run.communicate(timeout=300)
             assert run.returncode == 0, err
             assert killed_after < 8
-            nodes = {t.get("node") for t in json.loads(manifest.read_text())["tasks"].values()}
+            done = json.loads(client.get_object(Bucket="curated", Key="run/manifest.json")["Body"].read())
+            nodes = {t.get("node") for t in done["tasks"].values()}
             assert len(nodes) == 2, f"tasks did not run on two nodes: {nodes}"
         finally:
             if "run" in locals() and run.poll() is None:
                 run.kill()
                 run.wait()
             _stop_session(session_dir)
-        done = json.loads(manifest.read_text())
         assert done["complete"] and sum(t["segment"] == 0 for t in done["tasks"].values()) == 8
+        (tmp_path / "out" / "docs").mkdir(parents=True)
+        for o in client.list_objects_v2(Bucket="curated", Prefix="run/docs/")["Contents"]:
+            client.download_file("curated", o["Key"], str(tmp_path / "out" / "docs" / o["Key"].split("/")[-1]))
         local = subprocess.run([*CURATE, "run", "--input", *(str(served / n) for n in names), *args, "-o", "local"],
                                cwd=tmp_path, env={k: v for k, v in env.items() if not k.startswith("RAY_AUTH")},
                                capture_output=True, text=True, timeout=300)
