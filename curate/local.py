@@ -17,10 +17,8 @@ import time
 from collections import deque
 from typing import Callable
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
 from curate.execute import TaskOutcome, TaskPlan, task_id_for
-from curate.pool import IN_PROCESS, _short_error, _Worker, console
+from curate.pool import IN_PROCESS, _short_error, _Worker, console, nothing_to_run, progress_bars
 from curate.readers import Reader, Task
 
 
@@ -61,14 +59,9 @@ class LocalPool:
         outcomes: list[TaskOutcome] = []
         failed: dict[str, str] = {}
         if not tasks:
-            said = f"all {total} tasks already done" if total else "no documents reached it"
-            self.say(f"segment {plan.segment} ({label}): {said}")
+            self.say(nothing_to_run(plan, label, total))
             return outcomes, failed
-        progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=not self.show_progress,
-            transient=False,
-        )
+        progress = progress_bars(self.show_progress)
         bar: list = [None]
         last = [0.0]
 

@@ -255,6 +255,20 @@ class _Worker:
 NO_WORKER_TIMEOUT_S = float(os.environ.get("CURATE_NO_WORKER_TIMEOUT_S", 300))
 
 
+def progress_bars(show: bool) -> Progress:
+    """The progress display of a segment's tasks (one overall bar, one per task in flight)."""
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=not show,
+        transient=False,
+    )
+
+
+def nothing_to_run(plan: TaskPlan, label: str, total: int) -> str:
+    said = f"all {total} tasks already done" if total else "no documents reached it"
+    return f"segment {plan.segment} ({label}): {said}"
+
+
 class WorkerPool:
     """Runs a segment's tasks on Ray actors (``executor = "ray"``); ``curate.local.LocalPool`` is its
     in-process twin with the same methods."""
@@ -308,8 +322,7 @@ class WorkerPool:
         outcomes: list[TaskOutcome] = []
         failed: dict[str, str] = {}
         if not tasks:
-            said = f"all {total} tasks already done" if total else "no documents reached it"
-            self.say(f"segment {plan.segment} ({label}): {said}")
+            self.say(nothing_to_run(plan, label, total))
             return outcomes, failed
         remote_worker = ray.remote(num_cpus=1, max_concurrency=2)(_Worker)
         n_actors = min(self.size, len(tasks))
@@ -326,11 +339,7 @@ class WorkerPool:
         pending = deque(tasks)
         attempts: dict[int, int] = {}
         inflight: dict = {}
-        progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=not self.show_progress,
-            transient=False,
-        )
+        progress = progress_bars(self.show_progress)
         done_before = total - len(tasks)
         with progress:
             overall = progress.add_task(f"segment {plan.segment}: {label}", total=total, completed=done_before, info="")
