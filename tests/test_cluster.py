@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from curate import stats
 
@@ -35,6 +37,33 @@ def _stop_session(session_dir: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@contextlib.contextmanager
+def two_nodes(env: dict, token_dir: Path, port_offset: int, *, worker_cpus: int = 1) -> Iterator[tuple[str, str]]:
+    """A head node (1 CPU) and a worker node started with `ray start`, as a user starts them, with token
+    authentication (a token of the test's own, in ``env``); the worker on its own loopback address
+    (127.0.0.2), as a second machine has its own. Yields (address, session folder); stops only this
+    cluster at the end."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = str(20000 + (os.getpid() + port_offset) % 20000)
+    token = token_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env.update(RAY_AUTH_TOKEN_PATH=str(token), RAY_AUTH_MODE="token")
+    head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port,
+                           "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert head.returncode == 0, head.stderr
+    session_dir = _session_of(port)
+    try:
+        address = f"127.0.0.1:{port}"
+        worker = subprocess.run([ray_cli, "start", "--address", address, "--num-cpus", str(worker_cpus),
+                                 "--node-ip-address", "127.0.0.2", "--disable-usage-stats"],
+                                capture_output=True, text=True, timeout=180, env=env)
+        assert worker.returncode == 0, worker.stderr
+        yield address, session_dir
+    finally:
+        _stop_session(session_dir)
 
 
 def _kill_node(session_dir: str, ip: str) -> int:
@@ -120,10 +149,6 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
     names = [f"part-{i:02d}.warc.gz" for i in range(8)]
     for name in names:  # 8 tasks of 10 concatenated copies (per-record gzip: still one valid WARC each)
         (served / name).write_bytes(sample * 10)
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    port = str(20000 + (os.getpid() + 7) % 20000)
-    token_path = tmp_path / "auth_token"
-    token_path.write_text(secrets.token_hex(32))
     with HttpServer(served) as http, MotoServer() as s3:
         client = s3.client()
         client.create_bucket(Bucket="crawl-data")
@@ -136,43 +161,30 @@ def test_two_nodes_remote_inputs_and_losing_the_worker_node(tmp_path, shared_dat
             client.upload_file(str(served / name), "crawl-data", f"cc/{name}")
         env = {k: v for k, v in os.environ.items()
                if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN") and not k.startswith("AWS_")}
-        env.update(s3.env(), RAY_AUTH_TOKEN_PATH=str(token_path), RAY_AUTH_MODE="token")
+        env.update(s3.env())
         inputs = [f"{http.url}/{name}" for name in names[:4]] + ["s3://crawl-data/cc/*.warc.gz"]
         args = ["--format", "warc", "--stages", "extract,length,dedup", "--no-progress"]
-        # the worker node gets its own loopback address, as a second machine has its own
-        head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port,
-                               "--node-ip-address", "127.0.0.1",
-                               "--include-dashboard=false", "--disable-usage-stats"],
-                              capture_output=True, text=True, timeout=180, env=env)
-        assert head.returncode == 0, head.stderr
-        session_dir = _session_of(port)
-        try:
-            address = f"127.0.0.1:{port}"
-            worker = subprocess.run([ray_cli, "start", "--address", address, "--num-cpus", "2",
-                                     "--node-ip-address", "127.0.0.2",
-                                     "--disable-usage-stats"],
-                                    capture_output=True, text=True, timeout=180, env=env)
-            assert worker.returncode == 0, worker.stderr
+        with two_nodes(env, tmp_path, 7, worker_cpus=2) as (address, session_dir):
             run = subprocess.Popen([*CURATE, "run", "--input", *inputs, *args, "--address", address,
                                     "-o", "s3://curated/run/"],
                                    cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 240
-            while committed() < 3 and run.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert run.poll() is None, "the run ended before the worker node could be killed"
-            killed_after = committed()
-            assert _kill_node(session_dir, "127.0.0.2") >= 1
-            out, err = run.communicate(timeout=300)
-            assert run.returncode == 0, err
-            assert killed_after < 8
-            done = json.loads(client.get_object(Bucket="curated", Key="run/manifest.json")["Body"].read())
-            nodes = {t.get("node") for t in done["tasks"].values()}
-            assert len(nodes) == 2, f"tasks did not run on two nodes: {nodes}"
-        finally:
-            if "run" in locals() and run.poll() is None:
-                run.kill()
-                run.wait()
-            _stop_session(session_dir)
+            try:
+                deadline = time.monotonic() + 240
+                while committed() < 3 and run.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert run.poll() is None, "the run ended before the worker node could be killed"
+                killed_after = committed()
+                assert _kill_node(session_dir, "127.0.0.2") >= 1
+                out, err = run.communicate(timeout=300)
+                assert run.returncode == 0, err
+                assert killed_after < 8
+            finally:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+        done = json.loads(client.get_object(Bucket="curated", Key="run/manifest.json")["Body"].read())
+        nodes = {t.get("node") for t in done["tasks"].values()}
+        assert len(nodes) == 2, f"tasks did not run on two nodes: {nodes}"
         assert done["complete"] and sum(t["segment"] == 0 for t in done["tasks"].values()) == 8
         (tmp_path / "out" / "docs").mkdir(parents=True)
         for o in client.list_objects_v2(Bucket="curated", Prefix="run/docs/")["Contents"]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -296,34 +295,5 @@ def test_the_lock_object(world, monkeypatch):
     assert _keys(world["s3"], "locks/") == []
 
 
-def test_two_node_cluster_writes_to_the_store(world, tmp_path):
-    """#17 item 3: a head and a worker node started with `ray start` (token auth; the worker on its own
-    loopback address, as a second machine has its own), inputs over HTTP, the output in the S3 store: no
-    disk is shared. Tasks run on both nodes, dedup's global step works in the store, and the output
-    equals the local run's."""
-    from curate.tests.test_cluster import _session_of, _stop_session
-
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    port = str(20000 + (os.getpid() + 11) % 20000)
-    token = tmp_path / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**world["env"], "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_MODE": "token"}
-    head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port, "--node-ip-address",
-                           "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                          capture_output=True, text=True, timeout=180, env=env)
-    assert head.returncode == 0, head.stderr
-    session = _session_of(port)
-    try:
-        worker = subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-                                 "--node-ip-address", "127.0.0.2", "--disable-usage-stats"],
-                                capture_output=True, text=True, timeout=180, env=env)
-        assert worker.returncode == 0, worker.stderr
-        done = _run(world["urls"], f"s3://{BUCKET}/cluster/", tmp_path, env, "--address", f"127.0.0.1:{port}",
-                    "--workers", "2")
-        assert done.returncode == 0, done.stderr[-3000:]
-    finally:
-        _stop_session(session)
-    manifest = json.loads(world["s3"].client().get_object(Bucket=BUCKET, Key="cluster/manifest.json")["Body"].read())
-    nodes = {task["node"] for task in manifest["tasks"].values()}
-    assert len(nodes) == 2, f"tasks did not run on two nodes: {nodes}"
-    _same_run(world["s3"], "cluster/", world["local"], tmp_path / "cluster")
+# The two-node cluster with its output in this store (no shared disk, dedup, the worker node killed mid-run)
+# is tests/test_cluster.py::test_two_nodes_remote_inputs_and_losing_the_worker_node.

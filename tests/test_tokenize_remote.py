@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -197,30 +196,15 @@ def test_two_node_cluster_tokenizes_into_the_store(world, tmp_path):
     """#17 item 3: a head and a worker node started with `ray start` (token auth; the worker on its own loopback
     address), the input a curate run in the store, the output in the store: no disk shared. Tasks run on both
     nodes; the tokens equal the local tokenize."""
-    from curate.tests.test_cluster import _session_of, _stop_session
+    from curate.tests.test_cluster import two_nodes
 
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    port = str(20000 + (os.getpid() + 17) % 20000)
-    token = tmp_path / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**world["env"], "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_MODE": "token"}
-    head = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "1", "--port", port, "--node-ip-address",
-                           "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                          capture_output=True, text=True, timeout=180, env=env)
-    assert head.returncode == 0, head.stderr
-    session = _session_of(port)
-    try:
-        worker = subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-                                 "--node-ip-address", "127.0.0.2", "--disable-usage-stats"],
-                                capture_output=True, text=True, timeout=180, env=env)
-        assert worker.returncode == 0, worker.stderr
+    env = dict(world["env"])
+    with two_nodes(env, tmp_path, 17) as (address, _):
         done = subprocess.run([*CURATE, "tokenize", "--tokenizer", str(world["tok"]), "--input",
                                f"s3://{BUCKET}/run/", "--output", f"s3://{BUCKET}/cluster/", "--task-mb", TASK_MB,
-                               "--address", f"127.0.0.1:{port}", "--workers", "2"],
+                               "--address", address, "--workers", "2"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    finally:
-        _stop_session(session)
     summary = json.loads(done.stdout)
     assert summary["executor"] == "ray" and "cluster" in summary["executor_why"]
     assert summary["nodes"] == 2, "tasks did not run on both nodes"
