@@ -261,7 +261,8 @@ def export_nanogpt_command(tokens_dir, output, val_fraction, dtype, sources) -> 
 @click.option("--executor", type=click.Choice(["auto", "ray", "processes", "in-process"]), default="auto",
               show_default=True, help="Where tasks run: auto = Ray on a cluster, this process for one worker or a "
                                       "small input, else worker processes on this machine.")
-@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: none; runs on this machine).")
+@click.option("--address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster address (default: none; runs on this machine).")
 @click.option("--task-mb", type=float, default=TokenizeParams.task_mb, show_default=True,
               help="Cut a Parquet file with more text than this into tasks of row ranges (one big file on every worker).")
 def tokenize_command(tokenizer_path, inputs, more_inputs, fmt, source, output, workers, eos, executor, address,
