@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import os
 import shutil
@@ -50,53 +49,48 @@ import tempfile
 import time
 from pathlib import Path
 
-from curate.tokenizers.corpus import decode_text
+from curate.benchmarks.tokenizer_bench import DATA, chinese_docs, english_docs
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+
+def _groups(items: list[str], n: int, sep: str) -> list[str]:
+    """Consecutive runs of ``n`` items joined by ``sep``: short texts made into documents."""
+    return [sep.join(items[i:i + n]) for i in range(0, len(items), n)]
+
+
+def _csv_column(path: str, column: str, encoding: str = "utf-8") -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding=encoding, newline="") as f:
+        return [row[column] for row in csv.DictReader(f) if row.get(column)]
+
+
+def _lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line for line in f.read().split("\n") if line]
 
 
 def english() -> list[str]:
-    docs = []
-    for path in sorted(glob.glob(os.path.join(DATA, "books", "gutenberg", "*.txt"))):
-        with open(path, "rb") as f:
-            paragraphs = decode_text(f.read()).replace("\r\n", "\n").split("\n\n")
-        docs += ["\n\n".join(paragraphs[i:i + 30]) for i in range(0, len(paragraphs), 30)]
+    """tokenizer_bench's books, plus news articles, Lingua's English sentences and Davidson's tweets."""
+    docs = english_docs()
     truth = os.path.join(DATA, "html_extraction", "scrapinghub-article-extraction-benchmark", "ground-truth.json")
     if os.path.exists(truth):
         with open(truth, encoding="utf-8") as f:
             docs += [page["articleBody"] for page in json.load(f).values() if page.get("articleBody")]
-    with open(os.path.join(DATA, "langid", "lingua", "sentences", "en.txt"), encoding="utf-8") as f:
-        lines = [line for line in f.read().split("\n") if line]
-    docs += [" ".join(lines[i:i + 10]) for i in range(0, len(lines), 10)]
-    tweets = os.path.join(DATA, "toxicity", "davidson-en", "labeled_data.csv")
-    if os.path.exists(tweets):
-        with open(tweets, encoding="utf-8", newline="") as f:
-            rows = [row["tweet"] for row in csv.DictReader(f) if row.get("tweet")]
-        docs += ["\n".join(rows[i:i + 20]) for i in range(0, len(rows), 20)]
+    docs += _groups(_lines(os.path.join(DATA, "langid", "lingua", "sentences", "en.txt")), 10, " ")
+    docs += _groups(_csv_column(os.path.join(DATA, "toxicity", "davidson-en", "labeled_data.csv"), "tweet"), 20, "\n")
     return docs
 
 
 def chinese() -> list[str]:
-    docs = []
-    for path in sorted(glob.glob(os.path.join(DATA, "chinese", "gutenberg-zh", "*.txt"))):
-        with open(path, encoding="utf-8") as f:
-            paragraphs = f.read().split("\n\n")
-        docs += ["\n\n".join(paragraphs[i:i + 30]) for i in range(0, len(paragraphs), 30)]
-    with open(os.path.join(DATA, "chinese", "cmrc2018-wikipedia", "paragraphs.jsonl"), encoding="utf-8") as f:
-        docs += [json.loads(line)["text"] for line in f]
+    """tokenizer_bench's novels and CMRC Wikipedia, plus UD Chinese, Lingua's sentences and COLD comments."""
+    docs = chinese_docs()
     ud = os.path.join(DATA, "chinese", "ud-chinese-gsdsimp", "sentences.jsonl")
     if os.path.exists(ud):
         with open(ud, encoding="utf-8") as f:
-            sentences = [json.loads(line)["text"] for line in f]
-        docs += ["".join(sentences[i:i + 10]) for i in range(0, len(sentences), 10)]
-    with open(os.path.join(DATA, "langid", "lingua", "sentences", "zh.txt"), encoding="utf-8") as f:
-        lines = [line for line in f.read().split("\n") if line]
-    docs += ["".join(lines[i:i + 10]) for i in range(0, len(lines), 10)]
-    cold = os.path.join(DATA, "toxicity", "cold-zh", "dev.csv")
-    if os.path.exists(cold):
-        with open(cold, encoding="utf-8-sig", newline="") as f:
-            rows = [row["TEXT"] for row in csv.DictReader(f) if row.get("TEXT")]
-        docs += ["\n".join(rows[i:i + 20]) for i in range(0, len(rows), 20)]
+            docs += _groups([json.loads(line)["text"] for line in f], 10, "")
+    docs += _groups(_lines(os.path.join(DATA, "langid", "lingua", "sentences", "zh.txt")), 10, "")
+    docs += _groups(_csv_column(os.path.join(DATA, "toxicity", "cold-zh", "dev.csv"), "TEXT", "utf-8-sig"), 20, "\n")
     return docs
 
 
