@@ -24,7 +24,6 @@ import glob
 import gzip
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -32,23 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.classifier import TrainOptions, train_classifier
+from curate.tests.corpora import chunk_text, read_text_file
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def chunks(text: str, size: int = 2000) -> list[str]:
-    out, current, n = [], [], 0
-    for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
-        paragraph = paragraph.strip()
-        if paragraph:
-            current.append(paragraph)
-            n += len(paragraph)
-            if n >= size:
-                out.append("\n\n".join(current))
-                current, n = [], 0
-    if current:
-        out.append("\n\n".join(current))
-    return out
 
 
 def toxicity(data: Path) -> dict[str, tuple[list[str], list[int]]]:
@@ -68,12 +53,7 @@ def quality(data: Path) -> tuple[list[str], list[int]]:
 
     positive = []
     for path in sorted(glob.glob(str(data / "books/gutenberg/*.txt"))):
-        raw = open(path, "rb").read()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        positive += chunks(text)[5:-5]  # past the Project Gutenberg header and licence
+        positive += chunk_text(read_text_file(path), 2000)[5:-5]  # past the Project Gutenberg header and licence
     with open(data / "chinese/cmrc2018-wikipedia/paragraphs.jsonl", encoding="utf-8") as f:
         positive += [json.loads(line)["text"] for line in f if line.strip()]
     pages = []
@@ -91,7 +71,7 @@ def quality(data: Path) -> tuple[list[str], list[int]]:
             visible = extract_plain_text(html, main_content=False)
         except Exception:
             continue
-        negative += [c for c in chunks(visible.replace("\n", "\n\n")) if len(c) >= 200]
+        negative += [c for c in chunk_text(visible.replace("\n", "\n\n"), 2000) if len(c) >= 200]
     return positive + negative, [1] * len(positive) + [0] * len(negative)
 
 
@@ -104,11 +84,11 @@ def boilerplate(data: Path) -> tuple[list[str], list[int]]:
     positive, negative = [], []
     for page_id, entry in sorted(truth.items()):
         body = entry["articleBody"]
-        positive += [c for c in chunks(body.replace("\n", "\n\n"), 1000) if len(c) >= 200]
+        positive += [c for c in chunk_text(body.replace("\n", "\n\n"), 1000) if len(c) >= 200]
         html = gzip.open(folder / "html" / f"{page_id}.html.gz", "rb").read().decode("utf-8", "replace")
         lines = [line.strip() for line in extract_plain_text(html, main_content=False).splitlines()]
         rest = "\n\n".join(line for line in lines if line and line not in body)
-        negative += [c for c in chunks(rest, 1000) if len(c) >= 200]
+        negative += [c for c in chunk_text(rest, 1000) if len(c) >= 200]
     return positive + negative, [1] * len(positive) + [0] * len(negative)
 
 

@@ -30,3 +30,28 @@ def chinese_paragraphs(shared_data) -> list[str]:
         text = open(path, encoding="utf-8-sig").read()
         paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     return paragraphs
+
+
+def read_text_file(path: str) -> str:
+    """A Gutenberg file: UTF-8 (with or without BOM), else Latin-1."""
+    raw = open(path, "rb").read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def chunk_text(text: str, chunk_chars: int) -> list[str]:
+    """Whole paragraphs grouped into documents of about ``chunk_chars`` characters."""
+    chunks, current, size = [], [], 0
+    for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
+        paragraph = paragraph.strip()
+        if paragraph:
+            current.append(paragraph)
+            size += len(paragraph)
+            if size >= chunk_chars:
+                chunks.append("\n\n".join(current))
+                current, size = [], 0
+    if current:
+        chunks.append("\n\n".join(current))
+    return chunks

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -18,30 +17,7 @@ from curate.params import ConfigError, build_params
 from curate.stages.quality import QualityClassifier, pareto_draws, pareto_keep, train_quality_model
 from curate.stages.quality_cli import quality
 from curate.stages.quality_cli import train as train_command
-
-
-def read_text_file(path: str) -> str:
-    raw = open(path, "rb").read()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def chunk_text(text: str, chunk_chars: int) -> list[str]:
-    """Whole paragraphs grouped into documents of about ``chunk_chars`` characters."""
-    chunks, current, size = [], [], 0
-    for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
-        paragraph = paragraph.strip()
-        if paragraph:
-            current.append(paragraph)
-            size += len(paragraph)
-            if size >= chunk_chars:
-                chunks.append("\n\n".join(current))
-                current, size = [], 0
-    if current:
-        chunks.append("\n\n".join(current))
-    return chunks
+from curate.tests.corpora import chunk_text, read_text_file
 
 
 def reference_texts(shared_data) -> list[str]:
