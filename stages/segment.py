@@ -109,6 +109,15 @@ class ExactJieba:
         append = out.append
         end = self._route(s)
         freq = self.freq
+
+        def flush(buf: str) -> None:  # a run of single characters: one, a dictionary word, or the HMM's
+            if len(buf) == 1:
+                append(buf)
+            elif not freq.get(buf):
+                out.extend(self._cut_unknown(buf))
+            else:
+                out.extend(buf)
+
         x, n, buf = 0, len(s), ""
         while x < n:
             y = end[x] + 1
@@ -116,22 +125,12 @@ class ExactJieba:
                 buf += s[x]
             else:
                 if buf:
-                    if len(buf) == 1:
-                        append(buf)
-                    elif not freq.get(buf):
-                        out += self._cut_unknown(buf)
-                    else:
-                        out += buf
+                    flush(buf)
                     buf = ""
                 append(s[x:y])
             x = y
         if buf:
-            if len(buf) == 1:
-                append(buf)
-            elif not freq.get(buf):
-                out += self._cut_unknown(buf)
-            else:
-                out += buf
+            flush(buf)
         return out
 
     # --- HMM for runs jieba's dictionary does not cover ----------------------------------
