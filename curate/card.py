@@ -8,6 +8,11 @@ and why, the languages, the exact pipeline and the package versions. Everything
 comes from the folder itself (``manifest.json``, ``stats/`` and the shards'
 Parquet footers), so a card can be rewritten at any time.
 
+A run in an object store (``curate card s3://bucket/run/``) is described in place: the footers are
+read by range requests, the funnel through DuckDB with the store's client (``curate.stats``), and
+the card is written beside the data as ``s3://bucket/run/README.md``, where a copy of the folder
+(``aws s3 sync``) or an upload from it finds it.
+
 The licence is not decided here. curate cannot know the terms of the inputs, so
 the ``license`` field says ``unknown`` until the user sets it (``--license``). The
 upload (``huggingface_hub``'s ``upload_folder``) stays the user's step.
@@ -17,16 +22,14 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import re
 from dataclasses import dataclass
 
 import click
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from curate import __version__
+from curate import __version__, storage
 from curate.output_schema import origins
 
 MARKER = "<!-- written by `curate card`: rerun it to refresh; edit freely, then remove this line to keep your edits -->"
@@ -61,27 +64,27 @@ class Part:
     schema: pa.Schema | None
     rows: int
     num_bytes: int      # uncompressed, from the Parquet footers
-    download_size: int  # the files on disk
+    download_size: int  # the files on disk (or the objects in the store)
     files: int
     schemas: int        # distinct schemas among the files (1 when every shard agrees)
 
 
 def _part(output: str, name: str, folder: str) -> Part:
-    paths = sorted(glob.glob(os.path.join(glob.escape(output), folder, "*.parquet")))
+    pattern = storage.join(output if storage.is_remote(output) else glob.escape(output), folder, "*.parquet")
+    files = storage.glob_info(pattern)  # one listing, with the sizes
     schemas: list[pa.Schema] = []
     rows = num_bytes = size = 0
-    for path in paths:
-        shard = pq.ParquetFile(path)
-        meta, schema = shard.metadata, shard.schema_arrow  # the types pyarrow, and so datasets, reads
+    for path, file_size, _ in files:
+        schema, meta = storage.footer(path)  # the types pyarrow, and so datasets, reads
         if not any(schema.equals(s) for s in schemas):
             schemas.append(schema)
         rows += meta.num_rows
         num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        size += os.path.getsize(path)
+        size += file_size
     distinct = len(schemas)
     if distinct > 1:  # an output written before one schema per folder: describe the union
         schemas = [pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")]
-    return Part(name, folder, schemas[0] if schemas else None, rows, num_bytes, size, len(paths), distinct)
+    return Part(name, folder, schemas[0] if schemas else None, rows, num_bytes, size, len(files), distinct)
 
 
 # ---- features, as datasets writes them (``Features._to_yaml_list``) -------------------------------------------
@@ -182,20 +185,14 @@ def _resolved_stages(manifest: dict) -> list[dict]:
 
 
 def check_output(output: str) -> dict:
-    """The manifest of a finished run in ``output``; a ``CardError`` otherwise."""
-    manifest_path = os.path.join(output, "manifest.json")
-    if not os.path.isdir(output):
-        raise CardError(f"{output}: no such folder")
-    if not os.path.isfile(manifest_path) or not os.path.isdir(os.path.join(output, "docs")):
-        raise CardError(f"{output}: not a curate output folder (no manifest.json and docs/)")
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as err:
-        raise CardError(f"{manifest_path}: unreadable ({type(err).__name__}: {err})") from None
+    """The manifest of a finished run in ``output``; a ``NotAnOutput`` (not a run: ``curate.stats.read_manifest``,
+    the check every command that reads a run makes) or a ``CardError`` (not finished) otherwise."""
+    from curate.stats import MANIFEST, read_manifest
+
+    manifest = read_manifest(output)
     if not manifest.get("complete"):
-        raise CardError(f"{manifest_path}: the run is not complete (rerun the same `curate run` to finish it "
-                        "before describing it)")
+        raise CardError(f"{storage.join(output, MANIFEST)}: the run is not complete (rerun the same `curate run` "
+                        "to finish it before describing it)")
     return manifest
 
 
@@ -203,7 +200,7 @@ def build_card(output: str, *, license: str | None = None, pretty_name: str | No
     """The README.md text for ``output`` and a summary of what it says."""
     from curate import stats
 
-    output = os.path.abspath(output)
+    output = storage.normalize(output)
     manifest = check_output(output)
     parts = [_part(output, name, folder) for name, folder in CONFIGS]
     docs = parts[0]
@@ -217,7 +214,7 @@ def build_card(output: str, *, license: str | None = None, pretty_name: str | No
     formats = {i["source"]: i.get("format") for i in manifest.get("inputs", [])}
     if "code" in formats.values():
         kept_langs.append("code")
-    name = pretty_name or os.path.basename(output.rstrip(os.sep))
+    name = pretty_name or storage.basename(output)
     per_source = con.execute("""
         SELECT source, sum(kept)::BIGINT, sum(rejected)::BIGINT, sum(text_bytes)::BIGINT FROM (
             SELECT source, 1 AS kept, 0 AS rejected, strlen(text) AS text_bytes FROM docs
@@ -300,7 +297,7 @@ def build_card(output: str, *, license: str | None = None, pretty_name: str | No
               "**Set the `license` field in the header above before publishing.** The documents keep the "
               "licences and terms of use of their sources, listed under *Sources*. curate does not know them, "
               "so the field says `unknown`.", ""]
-    summary = {"output": output, "readme": os.path.join(output, "README.md"), "license": header["license"],
+    summary = {"output": output, "readme": storage.join(output, "README.md"), "license": header["license"],
                "languages": kept_langs, "configs": {p.name: {"files": p.files, "rows": p.rows, "schemas": p.schemas}
                                                     for p in parts}}
     return "\n".join(lines), summary
@@ -311,15 +308,11 @@ def write_card(output: str, *, license: str | None = None, pretty_name: str | No
     """Write ``OUTPUT/README.md``; a README.md that ``curate card`` did not write is kept unless ``overwrite``."""
     text, summary = build_card(output, license=license, pretty_name=pretty_name)
     path = summary["readme"]
-    if os.path.exists(path) and not overwrite:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            if MARKER not in f.read():
-                raise CardError(f"{path}: exists and was not written by `curate card` (or its marker line was "
-                                "removed to keep edits); pass --overwrite to replace it")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    if not overwrite and storage.exists(path):
+        if MARKER not in storage.read_bytes(path).decode("utf-8", errors="replace"):
+            raise CardError(f"{path}: exists and was not written by `curate card` (or its marker line was "
+                            "removed to keep edits); pass --overwrite to replace it")
+    storage.write_bytes(path, text.encode("utf-8"))  # whole or not there: a rename, or one PUT
     return summary
 
 
@@ -332,15 +325,20 @@ def card(output, license_, pretty_name, overwrite):
     """Write OUTPUT/README.md: a Hugging Face dataset card for a finished run's output folder.
 
     \b
+    OUTPUT may be in an object store (s3://bucket/run/): the card is written there, beside the data.
+
+    \b
     The YAML header names the configs (docs, rejects, stats) and their features, so
     datasets.load_dataset(OUTPUT) and the Hub read the folder as it is. The body gives
     the funnel per source and stage, the languages, the pipeline and the versions.
     The licence is yours to set (--license). Uploading stays your step:
     huggingface_hub.upload_folder(folder_path=OUTPUT, repo_id=..., repo_type="dataset").
     """
+    from curate.stats import NotAnOutput
+
     try:
         summary = write_card(output, license=license_, pretty_name=pretty_name, overwrite=overwrite)
-    except CardError as err:
+    except (CardError, NotAnOutput) as err:  # click's one line (a rich console would wrap a long path)
         error = click.ClickException(str(err))
         error.exit_code = 2
         raise error from None

@@ -56,15 +56,13 @@ class CurateGroup(click.Group):
 
 
 class OutputPath(click.Path):
-    """An existing output folder, or a URL of one in an object store (``s3://bucket/run/``: curate.remote)."""
+    """A run's output folder, or a URL of one in an object store (``s3://bucket/run/``: curate.remote).
+
+    Not checked here: whether it is a run is ``curate.stats.read_manifest``'s one-line error, the same
+    for every command that reads a run (stats, sql, card, dashboard)."""
 
     def __init__(self):
-        super().__init__(exists=True, file_okay=False)
-
-    def convert(self, value, param, ctx):
-        from curate.remote import is_remote
-
-        return value if is_remote(str(value)) else super().convert(value, param, ctx)
+        super().__init__()
 
 
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -298,7 +296,11 @@ def stats_command(output, database, by_lang):
         stats.write_database(output, database)
     print_funnel(output, by_lang=by_lang)
     report_renamed_ids(stats.renamed_ids(stats.connect(output)))
-    if database:
+    if database and stats.is_remote(output):
+        console.print(f"wrote {os.path.abspath(database)}: views docs, rejects, stats, timing reading {output} "
+                      "in place (open it with a DuckDB that has the httpfs extension and a secret for the store, "
+                      "or from Python after con.register_filesystem; docs/cluster.md)", highlight=False)
+    elif database:
         folder = os.path.dirname(os.path.abspath(database))
         console.print(f"wrote {database}: views docs, rejects, stats with paths relative to its folder "
                       f"(open it there: cd {folder} && duckdb {os.path.basename(database)})", highlight=False)

@@ -43,7 +43,7 @@ from curate.execute import TaskOutcome, TaskPlan, done_task_ids, task_id_for
 from curate.output_schema import OutputSchemas, plan_output_schemas
 from curate.params import ConfigError
 from curate.readers import Reader, Task
-from curate.readers.sizing import TaskSizing, estimated_bytes, sizing_for_run
+from curate.readers.sizing import TaskSizing, cluster_workers, estimated_bytes, sizing_for_run
 from curate.remote import describe as describe_remote, is_remote
 from curate.shards import write_json_atomic
 from curate.stage import GlobalStage
@@ -550,8 +550,10 @@ class Runner:
         from curate.pool import check_executor
 
         check_executor(self.config.run.executor, self.address, self.config.file)
-        self.sizing = sizing_for_run(self._path(MANIFEST), self.fingerprint, self.config.run.task_mb,
-                                     None if self.address else self.workers or os.cpu_count() or 1)
+        # on a cluster, its CPUs (asked only when the run is sized afresh: a resume keeps the recorded cut)
+        workers = (lambda: cluster_workers(self.address, self.workers)) if self.address else \
+            self.workers or os.cpu_count() or 1
+        self.sizing = sizing_for_run(self._path(MANIFEST), self.fingerprint, self.config.run.task_mb, workers)
         tasks, readers, inputs = plan_tasks(self.config, self.sizing)
         self.timer.add("plan", time.perf_counter() - started)
         self._planned_at = time.perf_counter()

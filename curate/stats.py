@@ -10,6 +10,7 @@ signals ...), so the views read them with ``union_by_name``.
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import duckdb
@@ -73,13 +74,39 @@ def view_sql(output: str, name: str, relative_to: str | None = None) -> str:
     return f"SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
 
 
+MANIFEST = "manifest.json"
+
+
+def read_manifest(output: str) -> dict:
+    """The manifest of the curate run in ``output`` (a folder, or an object-store prefix such as
+    ``s3://bucket/run/``); a one-line ``NotAnOutput`` naming the path when it is not one.
+
+    The one "is this a curate run" check of the commands that read a run (``curate stats``, ``sql``,
+    ``card``, ``dashboard``): a run is wherever ``curate run --output`` wrote its ``manifest.json``.
+    What each command needs beyond that (a finished run, finished tasks) it checks itself.
+    """
+    if not is_remote(output) and not os.path.isdir(output):
+        why = "not a folder" if os.path.exists(output) else "no such folder"
+        raise NotAnOutput(f"not a curate output ({why}); give the folder `curate run --output` wrote", file=output)
+    manifest_path = storage.join(output, MANIFEST)
+    # remote: the store's errors (no credentials, no bucket, no answer) as one line, from curate.remote
+    if not (remote_exists(manifest_path) if is_remote(output) else os.path.isfile(manifest_path)):
+        raise NotAnOutput("not a curate output (no manifest.json there); give the folder `curate run --output` "
+                          "wrote", file=output)
+    try:
+        manifest = storage.read_json(manifest_path)
+    except json.JSONDecodeError as err:
+        raise NotAnOutput(f"not valid JSON (line {err.lineno}: {err.msg})", file=manifest_path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise NotAnOutput(f"cannot read ({type(err).__name__}: {err})", file=manifest_path) from None
+    if not isinstance(manifest, dict):
+        raise NotAnOutput("expected a JSON object", file=manifest_path)
+    return manifest
+
+
 def check_output(output: str) -> None:
-    if is_remote(output):
-        if not remote_exists(output.rstrip("/") + "/manifest.json"):
-            raise NotAnOutput("not a curate output (no manifest.json there)", file=output)
-        return
-    if not os.path.isdir(output) or not os.path.exists(os.path.join(output, "manifest.json")):
-        raise NotAnOutput("not a curate output directory (no manifest.json)", file=output)
+    """``output`` is a curate run (see ``read_manifest``)."""
+    read_manifest(output)
 
 
 def connect(output: str, database: str = ":memory:", *, relative: bool = False) -> duckdb.DuckDBPyConnection:
@@ -159,11 +186,16 @@ def write_database(output: str, database: str) -> None:
     inside the output folder, or beside it): DuckDB resolves them from the working directory, so it is
     opened from its own folder (``cd OUT && duckdb run.duckdb``). A database elsewhere, or after a move
     that separated the two, is refreshed by running ``curate stats OUT --db FILE`` again.
+
+    A run in an object store (``s3://bucket/run/``) gets a local database file whose views read the
+    store's URLs (``read_parquet('s3://bucket/run/docs/*.parquet')``): nothing is copied down. The
+    views are checked here through curate's registered filesystem; a DuckDB shell reads them with its
+    ``httpfs`` extension and a secret for the store (``CREATE SECRET (TYPE s3, PROVIDER credential_chain)``),
+    Python through ``con.register_filesystem`` of the same fsspec client curate uses.
     """
-    if is_remote(output):
-        raise ConfigError("--db needs a local output folder: the views of an object-store output read through "
-                          "curate's registered filesystem, which a plain duckdb shell does not have; query it with "
-                          "curate sql, or copy the output down first", file=output)
+    if is_remote(database):
+        raise NotAnOutput("the database is a local file (DuckDB writes it in place); give a local path such as "
+                          "run.duckdb", file=database, key="--db")
     check_output(output)
     folder = os.path.dirname(os.path.abspath(database))
     if not os.path.isdir(folder):

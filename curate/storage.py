@@ -42,7 +42,8 @@ __all__ = [
     "is_remote", "join", "normalize", "exists", "isdir", "glob", "listdir", "makedirs", "remove", "rmtree",
     "read_bytes", "write_bytes", "read_json", "write_json", "put_file", "put_if_absent", "open_read",
     "parquet_file", "read_table", "write_table", "staged", "pyarrow_filesystem", "size", "basename", "dirname",
-    "check_location", "num_rows", "register_duckdb", "scratch_dir", "local_temp", "list_prefix",
+    "check_location", "num_rows", "register_duckdb", "scratch_dir", "local_temp", "list_prefix", "glob_info",
+    "footer",
 ]
 
 TMP_SUFFIX = ".tmp-"
@@ -99,6 +100,34 @@ def glob(pattern: str) -> list[str]:
     fs.invalidate_cache()
     scheme = _scheme(pattern)
     return sorted(scheme + hit for hit in _retrying(pattern, lambda: fs.glob(p)))
+
+
+def glob_info(pattern: str) -> list[tuple[str, int, str]]:
+    """(full path, size, version) of each file matching ``pattern``, sorted, from one listing.
+
+    The version changes when a file is rewritten: its mtime locally; the store's ETag (or its time of
+    last modification) remotely. Reports and ``curate dashboard --serve`` use it to see a run change,
+    and sizes come with it without a HEAD request per object.
+    """
+    if not is_remote(pattern):
+        out = []
+        for path in sorted(_glob.glob(pattern)):
+            try:
+                st = os.stat(path)
+            except OSError:  # removed since the listing
+                continue
+            out.append((path, st.st_size, str(st.st_mtime_ns)))
+        return out
+    fs, p = _strip(pattern)
+    fs.invalidate_cache()
+    scheme = _scheme(pattern)
+    found = _retrying(pattern, lambda: fs.glob(p, detail=True))
+    out = []
+    for hit, info in found.items():
+        version = next((str(info[k]) for k in ("ETag", "etag", "LastModified", "updated", "mtime") if info.get(k)),
+                       "")
+        out.append((scheme + hit, int(info.get("size") or 0), version))
+    return sorted(out)
 
 
 def listdir(path: str) -> list[str]:
@@ -321,15 +350,28 @@ def num_rows(path: str) -> int:
         return pq.ParquetFile(f).metadata.num_rows
 
 
+def footer(path: str) -> tuple[pa.Schema, pq.FileMetaData]:
+    """(Arrow schema, metadata) of a Parquet file from its footer only (remote: a few range requests,
+    never the whole file): what describing a folder of shards needs (rows, sizes, columns)."""
+    with open_read(path) as f:
+        shard = pq.ParquetFile(f)
+        return shard.schema_arrow, shard.metadata
+
+
 def register_duckdb(con, path: str) -> None:
     """Let DuckDB read ``path`` (a remote URL) through the store's fsspec client: DuckDB's own httpfs
     extension is downloaded at run time, impossible offline and one more thing for every node to fetch.
-    Listings are not cached: a run's shards change under a long-lived client."""
+    Listings are not cached: a run's shards change under a long-lived client. A second path of the same
+    kind of store (a run and its token folder, both in S3) uses the client already registered."""
     if not is_remote(path):
         return
     fs = filesystem(path)
     fs.invalidate_cache()
-    con.register_filesystem(fs)
+    try:
+        con.register_filesystem(fs)
+    except Exception as err:  # noqa: BLE001 - duckdb.InvalidInputException, without importing duckdb here
+        if "already been registered" not in str(err):
+            raise
 
 
 def scratch_dir() -> str:

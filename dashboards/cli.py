@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from curate.params import build_params
+from curate.params import ConfigError, build_params
+from curate.storage import basename, is_remote
 
 
 @click.command()
@@ -17,7 +18,8 @@ from curate.params import build_params
 @click.option("--train", "train", multiple=True, type=click.Path(file_okay=False),
               help="A training run (`curate train`) or an ablation folder of runs; repeat to compare runs.")
 @click.option("--output", "-o", "report", type=click.Path(dir_okay=False),
-              help="The HTML file to write (default: OUT/report.html).")
+              help="The HTML file to write (default: OUT/report.html; for OUT in an object store, "
+                   "NAME-report.html in the current folder).")
 @click.option("--serve", is_flag=True, help="Serve the report on a local web server, refreshed while the run goes on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: the address to bind.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
@@ -36,6 +38,7 @@ def dashboard(output, tokens, mixture, train, report, serve, host, port, samples
     \b
     curate dashboard out/ --tokens tokens/ --output report.html
     curate dashboard out/ --serve              # http://127.0.0.1:8765, refreshes while the run goes on
+    curate dashboard s3://bucket/run/          # read in place; writes ./run-report.html
     """
     import duckdb
 
@@ -48,7 +51,11 @@ def dashboard(output, tokens, mixture, train, report, serve, host, port, samples
     if serve:
         open_run(output, allow_empty=True)  # a run that has not finished a task yet is served as "waiting"
         sys.exit(_serve(output, tokens, mixture, list(train), params, host, port))
-    report = report or os.path.join(output, "report.html")
+    if report and is_remote(report):
+        raise ConfigError("the report is written to a local file; give a local path (and copy it up yourself if "
+                          "it should live in the store)", file=report, key="--output")
+    if report is None:  # beside the run; a run in an object store: here, named after it
+        report = (f"{basename(output)}-report.html" if is_remote(output) else os.path.join(output, "report.html"))
     try:
         built = build_report(output, report, tokens=tokens, mixture=mixture, train=list(train), params=params)
     except duckdb.Error as err:
@@ -62,7 +69,8 @@ def dashboard(output, tokens, mixture, train, report, serve, host, port, samples
     if built.partial:
         err_console.print(f"[bold yellow]partial[/bold yellow] {output}: the run is not finished; the report shows "
                           "the tasks finished so far")
-    console.print(f"wrote {report} ({os.path.getsize(report) / 1e6:.1f} MB; opens from disk)")
+    shown = os.path.abspath(report) if is_remote(output) else report  # not beside the run: say where
+    console.print(f"wrote {shown} ({os.path.getsize(report) / 1e6:.1f} MB; opens from disk)")
 
 
 def _serve(output, tokens, mixture, train, params, host, port) -> int:

@@ -4,6 +4,10 @@ Each opener checks only what the report needs and raises ``DashboardError`` (a `
 ``curate`` prints it on one line and exits 2) naming the file and, where there is one, the key.
 Nothing here reads documents: runs and token folders are handed to DuckDB as Parquet globs; the
 mixture and training files are small JSON.
+
+A run and a token folder may be in an object store (``s3://bucket/run/``, as ``curate run`` and
+``curate tokenize`` write them there): they are read through ``curate.storage``. A mixture and
+training runs are local folders (``curate mix`` and ``curate train`` write only there).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from curate import storage
 from curate.dashboards.signals import StageConfig, run_stages
 from curate.params import ConfigError
+from curate.stats import MANIFEST, read_manifest
 
 
 class DashboardError(ConfigError):
@@ -24,12 +30,17 @@ class DashboardError(ConfigError):
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return storage.read_json(path)
     except json.JSONDecodeError as err:
         raise DashboardError(f"not valid JSON (line {err.lineno}: {err.msg})", file=path) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DashboardError(f"cannot read ({err.__class__.__name__}: {err})", file=path) from None
+
+
+def _local_only(path: str, what: str, command: str) -> None:
+    if storage.is_remote(path):
+        raise DashboardError(f"{what} is read from a local folder (`{command}` writes only there); copy it down "
+                             "first (aws s3 sync URL DIR)", file=path)
 
 
 @dataclass
@@ -45,29 +56,25 @@ class RunInput:
 
     @property
     def manifest_path(self) -> str:
-        return os.path.join(self.path, "manifest.json")
+        return storage.join(self.path, MANIFEST)
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s for s in self.stages if s.name == name), None)
 
 
 def open_run(path: str, *, allow_empty: bool = False) -> RunInput:
-    """Check that ``path`` is a curate run with at least one finished task (unless ``allow_empty``)."""
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise DashboardError("not a directory", file=path)
-    manifest_path = os.path.join(path, "manifest.json")
-    if not os.path.isfile(manifest_path):
-        raise DashboardError("not a curate run (no manifest.json); give the folder `curate run --output` wrote",
-                             file=path)
-    manifest = _read_json(manifest_path)
-    if not isinstance(manifest, dict):
-        raise DashboardError("expected a JSON object", file=manifest_path)
+    """Check that ``path`` is a curate run with at least one finished task (unless ``allow_empty``).
+
+    Whether it is a run at all is ``curate.stats.read_manifest``'s check, the one every command that
+    reads a run makes."""
+    path = storage.normalize(path)
+    manifest = read_manifest(path)
+    manifest_path = storage.join(path, MANIFEST)
     stages = run_stages(manifest, manifest_path)
-    stats_dir = os.path.join(path, "stats")
-    finished = len(glob.glob(os.path.join(stats_dir, "*.parquet")))
+    stats_dir = storage.join(path, "stats")
+    finished = len(storage.glob(storage.join(stats_dir, "*.parquet")))
     if not allow_empty:
-        if not os.path.isdir(stats_dir):
+        if not storage.isdir(stats_dir):
             raise DashboardError("no stats/ folder: the run has not finished any task yet", file=stats_dir)
         if not finished:
             raise DashboardError("no finished task yet (stats/ holds no .parquet file)", file=stats_dir)
@@ -84,18 +91,18 @@ class TokensInput:
 
     @property
     def stats_glob(self) -> str:
-        return os.path.join(self.path, "stats", "*.parquet")
+        return storage.join(self.path, "stats", "*.parquet")
 
 
 def open_tokens(path: str) -> TokensInput:
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
+    path = storage.normalize(path)
+    if not storage.is_remote(path) and not os.path.isdir(path):
         raise DashboardError("not a directory", file=path)
-    if not glob.glob(os.path.join(path, "stats", "*.parquet")):
+    if not storage.glob(storage.join(path, "stats", "*.parquet")):
         raise DashboardError("not a token folder, or nothing tokenized yet (no stats/*.parquet); "
                              "give the folder `curate tokenize --output` wrote", file=path)
-    meta_path = os.path.join(path, "meta.json")
-    meta = _read_json(meta_path) if os.path.isfile(meta_path) else {}
+    meta_path = storage.join(path, "meta.json")
+    meta = _read_json(meta_path) if storage.exists(meta_path) else {}
     return TokensInput(path, meta if isinstance(meta, dict) else {})
 
 
@@ -119,6 +126,7 @@ class MixtureInput:
 def open_mixture(path: str) -> MixtureInput:
     import duckdb
 
+    _local_only(path, "a mixture folder", "curate mix")
     path = os.path.abspath(path)
     meta_path = os.path.join(path, "mixture.json")
     if not os.path.isfile(meta_path):
@@ -161,6 +169,7 @@ def open_training(paths: list[str]) -> list[TrainInput]:
     """
     runs: list[TrainInput] = []
     for given in paths:
+        _local_only(given, "a training run", "curate train")
         path = os.path.abspath(given)
         if not os.path.isdir(path):
             raise DashboardError("not a directory", file=path)

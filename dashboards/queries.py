@@ -272,13 +272,10 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
     only the id and reason columns, then read those rows of those files (DuckDB skips the other row
     groups by ``file_row_number``). Texts are cut to ``chars`` characters in SQL.
     """
-    import glob
-    import os
+    from curate import storage
 
-    import pyarrow.parquet as pq
-
-    pattern = os.path.join(os.path.abspath(output), "rejects", "*.parquet")
-    if not glob.glob(pattern):
+    pattern = storage.join(storage.normalize(output), "rejects", "*.parquet")
+    if not storage.glob(pattern):
         return {}
     picked = con.execute("""
         SELECT reject_stage, reject_reason, count(*) AS docs,
@@ -292,7 +289,7 @@ def sample_rejects(con: duckdb.DuckDBPyConnection, output: str, per_reason: int,
             wanted[row["file"]].append((row["row"], stage, reason))
     out: dict[tuple[str, str], tuple[int, list[dict]]] = {(stage, reason): (docs, []) for stage, reason, docs, _ in picked}
     for file, rows in wanted.items():
-        present = set(pq.read_schema(file).names)  # the footer only: no DuckDB bind per file
+        present = set(storage.footer(file)[0].names)  # the footer only: no DuckDB bind per file
         extra = sorted({c for _, stage, _ in rows for c in signal_columns.get(stage, []) if c in present})
         base = [c for c in ("id", "source", "url", "path", "lang") if c in present]
         select = ", ".join([quote(c) for c in base + extra] +

@@ -21,6 +21,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 
+from curate import storage
 from curate.dashboards import charts, queries
 from curate.dashboards.inputs import (MixtureInput, RunInput, TokensInput, TrainInput, open_mixture, open_run,
                                       open_tokens, open_training)
@@ -110,7 +111,9 @@ def build(run_path: str, *, tokens: str | None = None, mixture: str | None = Non
     page = _Page()
     from curate import stats
 
-    con = stats.connect(run.path)
+    con = stats.connect(run.path)  # a run in an object store: its client registered with DuckDB
+    if token_input is not None:
+        storage.register_duckdb(con, token_input.path)  # token folders may be in a store too
     # every panel reads the same files: parse each one's footer (thousands of row groups) once, not per query
     con.execute("SET parquet_metadata_cache = true")
     with charts.no_template():

@@ -9,7 +9,6 @@ unless told otherwise: a report holds crawled text and file paths that are not f
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import html
 import os
@@ -17,6 +16,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from curate import storage
 from curate.dashboards.report import POLL, ReportParams, build
 from curate.params import ConfigError
 
@@ -25,9 +25,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def fingerprint(run: str, tokens: str | None, mixture: str | None, train: list[str]) -> str:
     """Changes whenever a file the report reads is added, removed or rewritten."""
-    patterns = [os.path.join(run, "manifest.json"), os.path.join(run, "stats", "*.parquet")]
+    patterns = [storage.join(run, "manifest.json"), storage.join(run, "stats", "*.parquet")]  # may be in a store
     if tokens:
-        patterns.append(os.path.join(tokens, "stats", "*.parquet"))
+        patterns.append(storage.join(tokens, "stats", "*.parquet"))
     if mixture:
         patterns += [os.path.join(mixture, "mixture.json"), os.path.join(mixture, "mixture.parquet")]
     for path in train:
@@ -35,12 +35,8 @@ def fingerprint(run: str, tokens: str | None, mixture: str | None, train: list[s
                                                            "*/done.json")]
     digest = hashlib.sha256()
     for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for path, size, version in storage.glob_info(pattern):  # locally the mtime, in a store the ETag
+            digest.update(f"{path}\0{size}\0{version}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -19,8 +19,11 @@ Two kinds of cut:
   ``size / fanout_bytes`` parts, where ``fanout_bytes`` is the input's share per task (not capped
   by ``task_mb``: many large compressed files need no cutting), at most ``MAX_PARTS``.
 
-A cluster run (``--address``) does not know its worker count when it plans (Ray starts after the
-plan): it cuts at ``task_mb`` alone, and does not split compressed files, as before.
+A cluster run (``--address``) is sized the same way from the cluster's CPUs: the planner asks Ray
+(``ray.cluster_resources()``, ``cluster_workers``) before the run starts, as many workers as the pool
+will have (fewer when ``--workers`` asks for fewer). It asks only when the run is sized afresh: a
+resume takes the recorded plan and need not connect. An autoscaling cluster is sized by the CPUs it
+has when the run starts.
 
 A resumed run must cut its inputs exactly as the run it continues did (a task that finished is
 only known by its id): the sizing is recorded in the manifest (``plan``) and reused, whatever
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 #: Tasks per worker the planner aims at.
 TASKS_PER_WORKER = 2
@@ -49,7 +53,8 @@ SCHEME = 2
 
 @dataclass(frozen=True)
 class TaskSizing:
-    """What the plan is sized from: ``run.task_mb`` and the workers (None: unknown, a cluster)."""
+    """What the plan is sized from: ``run.task_mb`` and the workers (None: unknown, as in a run planned
+    by curate before the workers were known; such a run is cut at ``task_mb`` alone)."""
 
     task_bytes: int
     workers: int | None = None
@@ -115,26 +120,50 @@ def owns(position: int, start: int, end: int | None) -> bool:
     return position >= start and (end is None or position < end)
 
 
-def sizing_for_run(manifest_path: str, fingerprint: str, task_mb: float, workers: int | None) -> TaskSizing:
+def cluster_workers(address: str, requested: int | None) -> int:
+    """The workers a run on the Ray cluster at ``address`` will have: the cluster's CPUs, or fewer when
+    ``--workers`` asks for fewer (as ``curate.pool.WorkerPool`` sizes itself).
+
+    The plan is made before the pool starts (a run that cannot be planned leaves no trace and starts
+    no Ray), so this connects for the question and disconnects; the pool connects again. A process
+    already connected to Ray (a notebook, a test) is asked and left connected.
+    """
+    import ray
+
+    from curate.pool import start_ray
+
+    connected = start_ray(None, address)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+    finally:
+        if connected:
+            ray.shutdown()
+    return max(1, min(requested or cpus, cpus))
+
+
+def sizing_for_run(manifest_path: str, fingerprint: str, task_mb: float,
+                   workers: int | None | Callable[[], int | None]) -> TaskSizing:
     """The sizing of a run into the output whose manifest is ``manifest_path``.
 
     A fresh run (or one that will replace another config's output) is sized from ``task_mb`` and
     ``workers``; a run that continues an unfinished one with the same config reuses that run's
     recorded sizing, else its tasks would be cut differently and overlap the finished ones.
+    ``workers`` may be a function (asking a cluster costs a connection): it is called only for a
+    fresh sizing.
     """
     from curate import storage
 
-    fresh = TaskSizing(max(1, int(task_mb * (1 << 20))), workers)
+    def fresh() -> TaskSizing:
+        return TaskSizing(max(1, int(task_mb * (1 << 20))), workers() if callable(workers) else workers)
+
     try:
-        if not storage.exists(manifest_path):
-            return fresh
-        previous = storage.read_json(manifest_path)
+        previous = storage.read_json(manifest_path) if storage.exists(manifest_path) else None
     except (OSError, ValueError):
-        return fresh  # the runner reports an unreadable manifest
+        previous = None  # the runner reports an unreadable manifest
     if not isinstance(previous, dict):
-        return fresh
+        return fresh()
     if previous.get("fingerprint") != fingerprint or previous.get("complete"):
-        return fresh
+        return fresh()
     plan = previous.get("plan")
     if isinstance(plan, dict) and plan.get("scheme") == SCHEME:
         return TaskSizing.from_manifest(plan)
