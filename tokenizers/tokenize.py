@@ -179,7 +179,7 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     return {"task": task, "docs": sum(c["docs"] for c in totals.values()),
             "tokens": sum(c["tokens"] for c in totals.values()), "bytes": sum(c["bytes"] for c in totals.values()),
             "skipped": dict(counts.skipped), "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu_started, "node": _node()}
+            "cpu_seconds": time.process_time() - cpu_started, "node": _node(), "pid": os.getpid()}
 
 
 def _node() -> str:
@@ -314,30 +314,64 @@ def _run_in_process(jobs: list[tuple]) -> Iterator[tuple[str, dict | None, str |
 
 
 def _run_processes(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
-    """A ``concurrent.futures`` pool of ``workers`` processes, started by a fork server (a clean process
-    that has imported nothing: forking the driver after pyarrow's threads started can hang at exit)."""
+    """``workers`` at work on one machine: this process (a thread of it) and a ``concurrent.futures`` pool of
+    ``workers - 1`` processes, started by a fork server (a clean process that has imported nothing: forking the
+    driver after pyarrow's threads started can hang at exit). Whoever finishes a task takes the next one
+    (biggest first), so all stay busy to the end.
+
+    Why this process works too: a pool process starts its first task ~0.5 CPU-s after the pool starts (the
+    fork server's imports, then its encoder), on two cores a quarter of a 50 MB run; this process has imported
+    everything already and starts at once. ``workers == 1`` (``--executor processes``): one pool process.
+    """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("forkserver")
     # imported once in the fork server, not in every worker (~0.4 CPU-seconds each): only imports, no
     # threads started there. pandas because pyarrow imports it on the first ``pa.array`` (0.19 s alone).
     context.set_forkserver_preload(["curate.tokenizers.tokenize", "tiktoken", "pandas"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    here = workers > 1
+    pool = ProcessPoolExecutor(max_workers=workers - here, mp_context=context)
+    local = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") if here else None
+    queue = deque(jobs)
+    running: dict = {}
+    broken = False  # a pool process died: the pool takes no more tasks (this process goes on with them)
+
+    def hand_out(executor) -> None:
+        nonlocal broken
+        task, args = queue.popleft()
+        try:
+            running[executor.submit(tokenize_task, *args)] = (task, args, executor)
+        except BrokenProcessPool:
+            broken = True
+            queue.appendleft((task, args))
+
     try:
-        pending = {pool.submit(tokenize_task, *args): (task, args) for task, args in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        # this process's task first: starting the pool waits until the fork server has made its imports
+        if local is not None and queue:
+            hand_out(local)
+        for _ in range(min(workers - here, len(queue))):
+            hand_out(pool)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                task, args = pending.pop(future)
+                task, args, executor = running.pop(future)
                 try:
-                    yield task, future.result(), None
+                    result, error = future.result(), None
                 except BrokenProcessPool:  # a worker died (OOM killer, a signal): no marker, a rerun redoes it
-                    yield task, None, f"{args[0].path}: a worker process died (rerun to retry)"
+                    result, error, broken = None, f"{args[0].path}: a worker process died (rerun to retry)", True
                 except Exception as err:  # noqa: BLE001 - this input only
-                    yield task, None, f"{args[0].path}: {type(err).__name__}: {err}"
+                    result, error = None, f"{args[0].path}: {type(err).__name__}: {err}"
+                if queue and not (executor is pool and broken):
+                    hand_out(executor)  # the next task to whoever is free
+                yield task, result, error
+        for task, args in queue:  # left when the pool broke and this process takes no tasks (workers == 1)
+            yield task, None, f"{args[0].path}: a worker process died (rerun to retry)"
     finally:
+        if local is not None:
+            local.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
