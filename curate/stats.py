@@ -171,7 +171,7 @@ def by_language(con: duckdb.DuckDBPyConnection) -> list[tuple]:
             UNION ALL
             SELECT source, {lang['rejects']} AS lang, 0, 1 FROM rejects WHERE reject_stage <> 'read'
         )
-        GROUP BY source, lang ORDER BY source, sum(kept) + sum(rejected) DESC
+        GROUP BY source, lang ORDER BY source, sum(kept) + sum(rejected) DESC, lang  -- ties in a fixed order
     """).fetchall()
 
 
