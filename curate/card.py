@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import click
@@ -38,6 +39,8 @@ SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
                    (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"),
                    (1_000_000_000_000, "100B<n<1T")]
+#: Parquet footers read at once from an object store (as the runner's row count at the end of a run).
+FOOTERS_IN_FLIGHT = 16
 #: What the core columns hold (the others are described in curate's docs/schema.md).
 CORE_MEANINGS = {
     "id": "stable id: the input's own, or a hash of the source and the document's place in its input",
@@ -72,10 +75,12 @@ class Part:
 def _part(output: str, name: str, folder: str) -> Part:
     pattern = storage.join(output if storage.is_remote(output) else glob.escape(output), folder, "*.parquet")
     files = storage.glob_info(pattern)  # one listing, with the sizes
+    # each footer is a few requests in a store: FOOTERS_IN_FLIGHT at a time (locally one after another)
+    with ThreadPoolExecutor(FOOTERS_IN_FLIGHT if storage.is_remote(output) else 1) as pool:
+        footers = list(pool.map(storage.footer, [path for path, _, _ in files]))
     schemas: list[pa.Schema] = []
     rows = num_bytes = size = 0
-    for path, file_size, _ in files:
-        schema, meta = storage.footer(path)  # the types pyarrow, and so datasets, reads
+    for (_, file_size, _), (schema, meta) in zip(files, footers):  # the types pyarrow, and so datasets, reads
         if not any(schema.equals(s) for s in schemas):
             schemas.append(schema)
         rows += meta.num_rows
