@@ -21,6 +21,10 @@ What is timed is what a user runs and waits for:
   Same two sizes, same process as the driver, in the same run. And the same loop as a command, the
   way nanoGPT's data/openwebtext/prepare.py uses tiktoken (start Python, load the encoding, encode
   each document, append EOT, write the ids to a binary file): both commands end to end.
+- Then ``--rounds`` rounds at the large size, the order alternating (curate, the loop, the script;
+  then backwards), each round's ratios from its own runs, the load average printed with each run;
+  with each curate run, where its wall clock went (from its summary's ``processes``: time outside
+  the tasks, each process's first task and CPU, idle time at the end).
 
 The text: all the distinct prose in ../shared/data, each document once: English (6 Gutenberg books
 in 30-paragraph documents, 91 news articles, Lingua's English sentences, Davidson's tweets) and
@@ -233,7 +237,54 @@ def task_rates(model: bytes, model_path: Path, inputs: Path, out: Path) -> dict[
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def where_it_went(wall: float, summary: dict) -> str:
+    """Where a ``curate tokenize`` command's wall clock went, from its summary: before and after the tasks (start-up,
+    imports, planning; stats, exit), each process's first task (its start: the pool's fork server and imports),
+    CPU per MB of its tasks, and how long one process sat idle at the end while the other finished."""
+    procs = summary.get("processes") or []
+    outside = wall - summary["seconds"]
+    parts = [f"outside the tasks (start-up, imports, plan, stats, exit) {outside:.2f} s"]
+    mb = summary["bytes_this_run"] / 1e6
+    for i, p in enumerate(procs):
+        parts.append(f"process {i + 1} ({'this one' if i == 0 and summary['executor'] != 'ray' else 'pool'}): "
+                     f"{p['tasks']} tasks from {p['first_began_s']:.2f} s to {p['last_ended_s']:.2f} s, "
+                     f"{p['cpu_s']:.2f} CPU-s")
+    if len(procs) > 1:
+        ends = [p["last_ended_s"] for p in procs]
+        parts.append(f"idle at the end {max(ends) - min(ends):.2f} s")
+    cpu = sum(p["cpu_s"] for p in procs)
+    if cpu:
+        parts.append(f"{mb / cpu:.1f} MB per CPU-second of tasks")
+    return "; ".join(parts)
+
+
+def rounds_vs_tiktoken(rounds: int, enc, model_path: Path, inputs: Path, work: Path, mb: float, workers: int,
+                       executor: str) -> None:
+    """The large input, ``rounds`` rounds, the order alternating (curate, the loop, the script; then backwards):
+    each round's ratios come from runs made one after another, the load printed with each."""
+    for r in range(rounds):
+        order = ["curate", "loop", "script"] if r % 2 == 0 else ["script", "loop", "curate"]
+        times: dict[str, float] = {}
+        lines = []
+        for name in order:
+            before = load()
+            if name == "curate":
+                times[name], _, summary = curate_tokenize(model_path, inputs, work / "out", workers, executor)
+                lines.append(f"    curate tokenize --workers {workers} --executor {executor}: {times[name]:.2f} s ({before})")
+                lines.append(f"      {where_it_went(times[name], summary)}")
+            elif name == "loop":
+                times[name], cpu = tiktoken_plain(enc, inputs)
+                lines.append(f"    tiktoken loop in this process: {times[name]:.2f} s, {cpu:.2f} CPU-s ({before})")
+            else:
+                times[name] = tiktoken_script(inputs, work / "tiktoken.bin")
+                lines.append(f"    tiktoken script as a command: {times[name]:.2f} s ({before})")
+        print(f"  round {r + 1} at {mb:.0f} MB:")
+        print("\n".join(lines))
+        print(f"    RATIO curate / tiktoken: {times['loop'] / times['curate']:.2f}x against the bare loop, "
+              f"{times['script'] / times['curate']:.2f}x against the script ({load()})")
 
 
 def main() -> None:
@@ -244,6 +295,8 @@ def main() -> None:
     parser.add_argument("--executors", default="processes,ray",
                         help="curate tokenize --executor values to time at both sizes (the first is the headline)")
     parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds at the large size, order alternating: curate, tiktoken's loop, its script")
     parser.add_argument("--step-mb", type=float, default=0.5,
                         help="report the cold rates and the cache's hit rate per this many MB of distinct text")
     args = parser.parse_args()
@@ -268,7 +321,7 @@ def main() -> None:
             small_mb = write_inputs(work / f"{lang}-small", docs, lang, 1, args.files)
             large_mb = write_inputs(work / f"{lang}-large", docs, lang, copies, args.files)
             print(f"\n{lang}: {len(docs):,} distinct documents, {distinct:.1f} MB; large input {copies} copies = "
-                  f"{large_mb:.1f} MB, {args.files} Parquet files each; load {load()}")
+                  f"{large_mb:.1f} MB, {args.files} Parquet files each; {load()}")
             rank_rates, cache_rates = warming(model, docs, args.step_mb)
             print(f"  cold pass, one core, MB per CPU-second after each ~{args.step_mb} MB (MB:rate)")
             print(f"    rank BPE (default):     {' '.join(rank_rates)}")
@@ -294,7 +347,7 @@ def main() -> None:
                     for size in ("small", "large"))
                 marginal = (large_mb - small_mb) / (large - small) if large > small else float("nan")
                 fixed = small - small_mb / marginal
-                measured[executor] = (small, large, large_cpu, marginal, fixed)
+                measured[executor] = (small, large, large_cpu, marginal, fixed, summary)
                 print(f"  curate tokenize --workers {args.workers} --executor {executor}: {small:.2f} s for "
                       f"{small_mb:.1f} MB, {large:.2f} s for {large_mb:.1f} MB (wall; {summary['tasks']} tasks)")
                 print(f"    fixed cost {fixed:.2f} s per run; marginal {marginal:.1f} MB/s; "
@@ -307,7 +360,7 @@ def main() -> None:
             single, _, single_summary = curate_tokenize(model_path, work / f"{lang}-onefile", work / "out",
                                                        args.workers)
             head = args.executors.split(",")[0]
-            small, large, large_cpu, marginal, fixed = measured[head]
+            small, large, large_cpu, marginal, fixed, summary = measured[head]
             print(f"  one {large_mb:.1f} MB file, auto ({single_summary['executor']}, {single_summary['tasks']} "
                   f"tasks): {single:.2f} s; {args.files} files with {head}: {large:.2f} s "
                   f"(one file / {args.files} files {single / large:.2f}x)")
@@ -328,7 +381,10 @@ def main() -> None:
                   f"{args.workers * per_cpu / tik_per_cpu:.2f}x (per core {per_cpu / tik_per_cpu:.2f}x)")
             print("  at this fixed cost, 1.5x end to end from "
                   + (f"{1.5 * fixed / gap:.0f} MB of text" if gap > 0 else "no size (marginal rate below 1.5x)"))
-            print(f"  load {load()}")
+            print(f"  {load()}")
+            print(f"  {where_it_went(large, summary)}")
+            rounds_vs_tiktoken(args.rounds, cl100k, model_path, work / f"{lang}-large", work, large_mb, args.workers,
+                               head)
             for name in (f"{lang}-small", f"{lang}-large", f"{lang}-onefile"):
                 shutil.rmtree(work / name)
     finally:

@@ -13,10 +13,13 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
@@ -131,3 +134,56 @@ def test_a_killed_pool_process_loses_only_its_task(model_path, inputs, tmp_path)
     again = tokenize_corpus(model_path, files, out, TokenizeParams(workers=2, executor="processes"))
     assert again["tasks_run"] == 1 and again["tasks_failed"] == {}
     assert _tokens(out) == _tokens(reference)
+
+
+def test_task_files_are_those_pa_array_and_group_by_built(model_path, shared_data, tmp_path):
+    """A task builds its Arrow arrays from buffers (``pa.array`` imports pandas: 0.2 CPU-s a process): its
+    ``.docs.parquet`` files and stats are byte for byte those built the previous way (Python lists through
+    ``pa.array``, per-language sums by Arrow's group-by), on two sources with null languages; and a task in a
+    fresh interpreter does not import pandas."""
+    rows = []
+    for path in sorted(glob.glob(str(shared_data / "langid" / "lingua" / "sentences" / "*.txt")))[:12]:
+        lang = os.path.basename(path)[:-4]
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().split("\n") if line][:24]
+        rows += [{"id": f"{lang}-{i}", "source": "web" if i % 12 else "news", "lang": lang if i % 9 else None,
+                  "text": "\n".join(lines[i:i + 4])} for i in range(0, len(lines), 4)]
+    rows.append({"id": "empty", "source": "web", "lang": None, "text": ""})
+    (tmp_path / "run" / "docs").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "run" / "docs" / "part-00000.parquet"))
+    out = str(tmp_path / "out")
+    tokenize_corpus(model_path, input_files([str(tmp_path / "run")]), out, TokenizeParams(workers=1))
+    stats = pq.read_table(glob.glob(os.path.join(out, "stats", "*.parquet"))[0])
+    sources = set()
+    for path in glob.glob(os.path.join(out, "*", "*.docs.parquet")):
+        docs = pq.read_table(path)
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({c: pa.array(docs[c].to_pylist(), docs.schema.field(c).type) for c in docs.column_names},
+                                schema=docs.schema), sink)
+        assert sink.getvalue().to_pybytes() == open(path, "rb").read()
+        source = os.path.basename(os.path.dirname(path))
+        sources.add(source)
+        texts = {r["id"]: r["text"] for r in rows}
+        sized = pa.table({"lang": docs["lang"], "tokens": docs["tokens"],
+                          "bytes": pa.array([len(texts[i].encode()) for i in docs["id"].to_pylist()], pa.int64())})
+        want = sized.group_by("lang").aggregate([("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+        got = stats.filter(pa.compute.equal(stats["source"], source))
+        assert sorted(zip(*(want[c].to_pylist() for c in ("lang", "tokens_count", "tokens_sum", "bytes_sum"))),
+                      key=str) == sorted(zip(*(got[c].to_pylist() for c in ("lang", "docs", "tokens", "bytes"))), key=str)
+    assert sources == {"web", "news"} and None in stats["lang"].to_pylist()
+    check = (f"import sys, json; from curate.tokenizers import tokenize; from curate.tokenizers.corpus import InputFile;"
+             f"meta = json.load(open({os.path.join(out, 'meta.json')!r}));"
+             f"tokenize.tokenize_task(InputFile(path={inputs_file(tmp_path)!r}, format='parquet', source='s'), 't',"
+             f" open({model_path!r}, 'rb').read(), {str(tmp_path / 'out2')!r}, tokenize.TokenizeParams(), meta);"
+             f"print('pandas' in sys.modules)")
+    os.makedirs(tmp_path / "out2" / "stats")
+    os.makedirs(tmp_path / "out2" / "done")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def inputs_file(tmp_path) -> str:
+    path = str(tmp_path / "plain.parquet")
+    pq.write_table(pa.table({"text": ["one two", "中文 文本", ""], "lang": ["en", None, "en"]}), path)
+    return path

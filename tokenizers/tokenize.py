@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 from curate import storage
 from curate.remote import is_remote
 from curate.schema import doc_id
-from curate.tokenizers.corpus import InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents
+from curate.tokenizers.corpus import (InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents,
+                                     string_array)
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.params import TokenizeParams
 
@@ -84,26 +85,25 @@ class _ShardWriter:
         self.dtype = dtype
         self.bin = open(self.local[".bin"], "wb")
         self.offset = 0
-        self.ids: list[str] = []
-        self.langs: list[str | None] = []
-        self.offsets: list[int] = []
-        self.lengths: list[int] = []
+        self.ids: list[pa.Array] = []
+        self.langs: list[pa.Array] = []
+        self.offsets: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
 
-    def write(self, ids: list[str], langs: list, flat: np.ndarray, lengths: np.ndarray) -> None:
+    def write(self, ids: pa.Array, langs: pa.Array, flat: np.ndarray, lengths: np.ndarray) -> None:
         flat.astype(self.dtype).tofile(self.bin)
-        starts = np.cumsum(lengths) - lengths + self.offset
-        self.offsets.extend(starts.tolist())
-        self.lengths.extend(lengths.tolist())
-        self.ids.extend(ids)
-        self.langs.extend(langs)
+        self.offsets.append(np.cumsum(lengths) - lengths + self.offset)
+        self.lengths.append(lengths)
+        self.ids.append(ids)
+        self.langs.append(langs)
         self.offset += len(flat)
 
     def commit(self) -> str:
         self.bin.close()
-        index = np.array(self.offsets + [self.offset], dtype=np.uint64)
-        index.tofile(self.local[".idx"])
-        docs = pa.table({"id": pa.array(self.ids, pa.string()), "lang": pa.array(self.langs, pa.string()),
-                         "offset": pa.array(self.offsets, pa.int64()), "tokens": pa.array(self.lengths, pa.int64())},
+        offsets = np.concatenate(self.offsets).astype(np.int64)
+        np.append(offsets, self.offset).astype(np.uint64).tofile(self.local[".idx"])
+        docs = pa.table({"id": pa.concat_arrays(self.ids), "lang": pa.concat_arrays(self.langs),
+                         "offset": _int64s(offsets), "tokens": _int64s(np.concatenate(self.lengths))},
                         schema=DOCS_SCHEMA)
         pq.write_table(docs, self.local[".docs.parquet"])
         for suffix, local in self.local.items():
@@ -133,14 +133,14 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
                   meta: dict, rows: tuple[int, int] | None = None) -> dict:
     """Tokenize one input file (or its ``rows``) into per-source shards, commit them, write its stats, then
     its marker."""
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, clock = time.perf_counter(), time.process_time(), time.time()
     encoder = _encoder(model, meta["tokenizer_sha256"])
     dtype = np.dtype(meta["dtype"])
     eos_id = meta["eos_id"] if params.eos else -1
     counts = ReadCounts()
     writers: dict[str, _ShardWriter] = {}
     totals: dict[tuple, Counter] = defaultdict(Counter)
-    sizes: dict[str, list[pa.RecordBatch]] = defaultdict(list)  # lang, tokens, bytes of each document
+    bytes_of: dict[str, list[np.ndarray]] = defaultdict(list)  # each document's text bytes, per source
     try:
         for table in read_documents(item, counts, params.text_field, txt_doc_chars=None, rows=rows):
             for start in range(0, table.num_rows, params.batch_docs):
@@ -151,27 +151,27 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
                     flat, lengths = encoder.encode_flat(part["text"].to_pylist(), eos_id)
                     if source not in writers:
                         writers[source] = _ShardWriter(output, source, task, dtype)
-                    writers[source].write(part["id"].to_pylist(), part["lang"].to_pylist(), flat, lengths)
-                    sizes[source].append(pa.record_batch({"lang": part["lang"].combine_chunks(),
-                                                          "tokens": pa.array(lengths, pa.int64()),
-                                                          "bytes": pc.binary_length(part["text"]).combine_chunks()}))
-        # per language, not per document: one group-by in Arrow per source and task (not per batch)
-        for source, batches in sizes.items():
-            sums = pa.Table.from_batches(batches).group_by("lang").aggregate(
-                [("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
-            for lang, docs, tokens, n_bytes in zip(*(sums[c].to_pylist() for c in
-                                                     ("lang", "tokens_count", "tokens_sum", "bytes_sum"))):
+                    writers[source].write(part["id"].combine_chunks(), part["lang"].combine_chunks(), flat, lengths)
+                    bytes_of[source].append(_numpy(pc.binary_length(part["text"]).combine_chunks(), np.int32))
+        # per language, not per document: once per source and task (not per batch)
+        for source, writer in writers.items():
+            for lang, docs, tokens, n_bytes in _per_language(pa.concat_arrays(writer.langs),
+                                                             np.concatenate(writer.lengths),
+                                                             np.concatenate(bytes_of[source])):
                 totals[(source, lang)].update(docs=docs, tokens=tokens, bytes=n_bytes)
         shards = {source: writer.commit() for source, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.discard()
         raise
-    rows_out = [{"task": task, "source": s, "lang": lang, "docs": c["docs"], "tokens": c["tokens"],
-                 "bytes": c["bytes"], "shard": shards[s]} for (s, lang), c in sorted(totals.items(), key=str)]
+    rows_out = [(task, s, lang, c["docs"], c["tokens"], c["bytes"], shards[s])
+                for (s, lang), c in sorted(totals.items(), key=str)]
+    columns = list(zip(*rows_out)) or [()] * len(STATS_SCHEMA)
     stats_path = storage.join(output, "stats", task + ".parquet")
     with storage.staged(stats_path) as local:
-        pq.write_table(pa.Table.from_pylist(rows_out, schema=STATS_SCHEMA), local)
+        arrays = [string_array(values) if field.type == pa.string() else _int64s(np.array(values, np.int64))
+                  for field, values in zip(STATS_SCHEMA, columns)]
+        pq.write_table(pa.table(arrays, schema=STATS_SCHEMA), local)
     marker = {"input": item.path, "skipped": dict(counts.skipped)}
     if rows is not None:
         marker["rows"] = list(rows)
@@ -179,7 +179,34 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     return {"task": task, "docs": sum(c["docs"] for c in totals.values()),
             "tokens": sum(c["tokens"] for c in totals.values()), "bytes": sum(c["bytes"] for c in totals.values()),
             "skipped": dict(counts.skipped), "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu_started, "node": _node(), "pid": os.getpid()}
+            "cpu_seconds": time.process_time() - cpu_started, "node": _node(), "pid": os.getpid(), "started": clock}
+
+
+# Arrow arrays built without ``pa.array``: it imports pandas on its first call (0.2 CPU-seconds, more than a
+# worker's encoder), which a tokenize task has no other use for.
+
+def _numpy(array: pa.Array, dtype) -> np.ndarray:
+    """The values of an Arrow array of fixed-width numbers without nulls, as numpy (no copy)."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def _int64s(values: np.ndarray) -> pa.Array:
+    """``pa.array(values, pa.int64())`` for a numpy array."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _per_language(langs: pa.Array, tokens: np.ndarray, n_bytes: np.ndarray) -> Iterator[tuple]:
+    """(lang, documents, tokens, bytes) for each language of a task's documents (null: a language of its own)."""
+    codes = pc.dictionary_encode(langs, null_encoding="encode")
+    index = _numpy(codes.indices, np.int32)
+    n = len(codes.dictionary)
+    docs = np.bincount(index, minlength=n)
+    # float64 sums of integers, exact below 2**53
+    token_sums = np.bincount(index, weights=tokens, minlength=n).astype(np.int64)
+    byte_sums = np.bincount(index, weights=n_bytes, minlength=n).astype(np.int64)
+    return zip(codes.dictionary.to_pylist(), docs.tolist(), token_sums.tolist(), byte_sums.tolist())
 
 
 def _node() -> str:
@@ -330,8 +357,8 @@ def _run_processes(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict 
 
     context = multiprocessing.get_context("forkserver")
     # imported once in the fork server, not in every worker (~0.4 CPU-seconds each): only imports, no
-    # threads started there. pandas because pyarrow imports it on the first ``pa.array`` (0.19 s alone).
-    context.set_forkserver_preload(["curate.tokenizers.tokenize", "tiktoken", "pandas"])
+    # threads started there. (Not pandas: a task builds its Arrow arrays without ``pa.array``, which imports it.)
+    context.set_forkserver_preload(["curate.tokenizers.tokenize", "tiktoken"])
     here = workers > 1
     pool = ProcessPoolExecutor(max_workers=workers - here, mp_context=context)
     local = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") if here else None
@@ -443,7 +470,7 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
     todo = {t: p for t, p in tasks.items() if t not in done_before}
     if todo:
         _clean_partial(output, set(todo))
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), time.time()
     results: list[dict] = []
     failed: dict[str, str] = {}
     workers = params.workers or os.cpu_count() or 1
@@ -486,12 +513,27 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
                "tokens_total": int(pc.sum(committed["tokens"]).as_py() or 0),
                "bytes_total": int(pc.sum(committed["bytes"]).as_py() or 0),
                "skipped": dict(skipped),
-               "seconds": round(seconds, 2), "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
+               "seconds": round(seconds, 2), "processes": _process_times(results, clock),
+               "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
                "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
                "dtype": meta["dtype"], "params": asdict(params)}
     if is_remote(output):
         summary["bring_local"] = bring_local_hint(output)
     return summary
+
+
+def _process_times(results: list[dict], clock: float) -> list[dict]:
+    """Where the tasks' time went, per worker process (one machine: the same clock): its tasks, when its first
+    began and its last ended (seconds from the start of the tasks), the seconds and CPU-seconds of its tasks.
+    The gap before a process's first task is its start; the gap between the last ends, idle time at the end."""
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        by[(r["node"], r["pid"])].append(r)
+    return [{"node": node, "pid": pid, "tasks": len(rs),
+             "first_began_s": round(min(r["started"] for r in rs) - clock, 2),
+             "last_ended_s": round(max(r["started"] + r["seconds"] for r in rs) - clock, 2),
+             "busy_s": round(sum(r["seconds"] for r in rs), 2), "cpu_s": round(sum(r["cpu_seconds"] for r in rs), 2)}
+            for (node, pid), rs in sorted(by.items(), key=lambda kv: min(r["started"] for r in kv[1]))]
 
 
 def read_tokens(output: str, source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
