@@ -42,7 +42,7 @@ class LocalPool:
         pass
 
     def say(self, message: str) -> None:
-        console.print(f"[bold]curate[/bold] {message}")
+        console().print(f"[bold]curate[/bold] {message}")
 
     def run(
         self,
