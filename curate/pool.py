@@ -189,12 +189,7 @@ def _fewer_waits(Node):
         return
 
     def dependency_error():
-        import importlib.util  # noqa: PLC0415
-
-        for name in _DASHBOARD_PACKAGES:
-            if importlib.util.find_spec(name) is None:
-                return ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return check()
+        return _dashboard_dependency_error(check)
 
     def start_ray_process(command, *args, **kwargs):
         if command and command[0] == raylet and dependency_error() is not None:
@@ -220,6 +215,17 @@ def _fewer_waits(Node):
         ray_utils.get_dashboard_dependency_error = check
         services.start_ray_process = start_process
         Node.start_raylet = start_raylet
+
+
+def _dashboard_dependency_error(check: Callable[[], ImportError | None]) -> ImportError | None:
+    """What Ray's ``get_dashboard_dependency_error`` (``check``) returns, without importing the packages
+    when one of them is not installed at all."""
+    import importlib.util  # noqa: PLC0415
+
+    for name in _DASHBOARD_PACKAGES:
+        if importlib.util.find_spec(name) is None:
+            return ModuleNotFoundError(f"No module named {name!r}", name=name)
+    return check()
 
 
 #: The raylet's flags that name its two agents' commands (``_niced``).

@@ -148,6 +148,75 @@ def test_in_process_with_a_cluster_address_is_a_usage_error(tmp_path):
     assert not (tmp_path / "out" / "docs").exists()
 
 
+EMBEDDED_RAY = r"""
+import json, os, sys
+import ray
+import ray._private.services as services
+import ray._private.utils as ray_utils
+from ray._private.node import Node
+from curate import pool
+
+before = (Node.start_raylet, services.start_ray_process, ray_utils.get_dashboard_dependency_error)
+assert pool.start_ray(2, None)
+held = pool._agent_port.getsockname()[1]
+node = ray.nodes()[0]
+raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+agents = {}
+for pid in children(raylet):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmd = f.read().replace(b"\0", b" ").decode()
+    with open(f"/proc/{pid}/stat") as f:
+        nice = int(f.read().rsplit(")", 1)[1].split()[16])
+    for name, script in (("dashboard", "dashboard/agent.py"), ("runtime_env", "runtime_env/agent/main.py")):
+        if script in cmd:
+            agents[name] = nice
+
+@ray.remote
+def env_var():
+    return os.environ.get("CURATE_TEST_VAR")
+
+out = {
+    "held": held, "node": {k: node[k] for k in ("RuntimeEnvAgentPort", "MetricsAgentPort", "MetricsExportPort",
+                                                 "DashboardAgentListenPort")},
+    "agents": agents,
+    "plain": ray.get(env_var.remote()),
+    # a task with a runtime environment of its own goes through the runtime-env agent, on the held port
+    "with_env": ray.get(env_var.options(runtime_env={"env_vars": {"CURATE_TEST_VAR": "set"}}).remote()),
+    "restored": before == (Node.start_raylet, services.start_ray_process, ray_utils.get_dashboard_dependency_error),
+    "minimal": ray_utils.get_dashboard_dependency_error() is not None,
+    "quick_check_agrees": (pool._dashboard_dependency_error(ray_utils.get_dashboard_dependency_error) is None)
+                          == (ray_utils.get_dashboard_dependency_error() is None),
+}
+pool.stop_ray()
+out["released"] = pool._agent_port is None
+print(json.dumps(out))
+"""
+
+
+def test_an_embedded_ray_starts_without_waiting_for_its_agents(tmp_path):
+    """The embedded Ray of a run: the raylet is given its agents' ports instead of waiting for them (curate.pool
+    ``_fewer_waits``); what the node records is what the agents themselves would report (-1: a minimal dashboard
+    agent opens none), the runtime-env agent serves the port held for it, and both agents run at nice 19. Ray's
+    functions are Ray's again after the start, and the port is let go at the stop."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", EMBEDDED_RAY], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["quick_check_agrees"] and out["restored"] and out["released"], out
+    assert out["node"]["RuntimeEnvAgentPort"] == out["held"], out
+    assert (out["plain"], out["with_env"]) == (None, "set"), out
+    if out["minimal"]:  # a plain `pip install ray`, as curate depends on it
+        assert out["node"]["MetricsAgentPort"] == out["node"]["MetricsExportPort"] == -1, out
+        assert out["node"]["DashboardAgentListenPort"] == -1, out
+    assert out["agents"] == {"dashboard": 19, "runtime_env": 19}, out
+
+
 # ---------------------------------------------------------------- a stage for the resume test
 
 from dataclasses import dataclass  # noqa: E402
