@@ -10,7 +10,8 @@ what a user gets), and the baseline, a plain script written the way pyarrow's do
 same rule as the ``length`` stage (drop documents that are empty after stripping whitespace). Two input
 sizes give a line: its intercept is the fixed cost (what a run costs before and after its documents) and
 its slope the marginal rate (documents per second). The inputs are distinct random words, never seen by
-any cache. With ``--repeat`` the best of the repeats is kept per point (the machine is shared).
+any cache. With ``--repeat`` the rounds alternate the jobs and the best of the rounds is kept per point
+(the machine is shared); the Ray runs' own record of Ray's start and stop is printed too.
 
 Prints the load average before and after, since on a shared machine that moves every figure.
 """
@@ -65,6 +66,15 @@ def timed(command: list[str], cwd: str) -> tuple[float, float]:
     return seconds, usage.ru_utime + usage.ru_stime
 
 
+def ray_start_stop(output: str) -> tuple[float, float]:
+    """(Ray start, Ray stop) seconds as the run recorded them in its ``stats/timing``."""
+    import duckdb
+
+    rows = dict(duckdb.sql(f"SELECT step, sum(seconds) FROM read_parquet('{output}/stats/timing/*.parquet') "
+                           "WHERE step IN ('ray start', 'ray stop') GROUP BY step").fetchall())
+    return rows.get("ray start", 0.0), rows.get("ray stop", 0.0)
+
+
 def line(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
     """(fixed seconds, marginal documents per second) of the line through two points."""
     (n1, n2), (t1, t2) = sizes, seconds
@@ -96,19 +106,21 @@ def main() -> None:
             jobs[f"curate {executor}"] = (lambda e: lambda i, out: [
                 curate, "run", "--input", inputs[i], "--format", "jsonl", "--stages", "length", "--output", out,
                 "--no-progress", "--workers", str(args.workers), "--set", f"run.executor={e}"])(executor)
-        results: dict[str, list[float]] = {}
-        cpu_results: dict[str, list[float]] = {}
-        for name, build in jobs.items():
-            points, cpu_points = [], []
+        # rounds alternate the jobs (a shared machine's load moves); the best of the rounds is kept per point
+        best = {(name, i): (float("inf"), float("inf")) for name in jobs for i in range(2)}
+        ray_parts: list[tuple[float, float]] = []
+        for r in range(args.repeat):
             for i in range(2):
-                best = (float("inf"), float("inf"))
-                for r in range(args.repeat):
+                for name, build in jobs.items():
                     out = os.path.join(tmp, f"out-{name.replace(' ', '-')}-{i}-{r}")
-                    best = min(best, timed(build(i, out), tmp))
+                    best[name, i] = min(best[name, i], timed(build(i, out), tmp))
+                    if name == "curate ray":
+                        ray_parts.append(ray_start_stop(out))
                     shutil.rmtree(out, ignore_errors=True)
-                points.append(best[0])
-                cpu_points.append(best[1])
-            results[name], cpu_results[name] = points, cpu_points
+                    if os.path.exists(out + ".parquet"):
+                        os.remove(out + ".parquet")
+        results = {name: [best[name, i][0] for i in range(2)] for name in jobs}
+        cpu_results = {name: [best[name, i][1] for i in range(2)] for name in jobs}
     print(f"\n{'wall clock':<20} {args.docs[0]:>10,} docs {args.docs[1]:>10,} docs   fixed s   marginal docs/s")
     plain_fixed, plain_rate = line(args.docs, results["plain pyarrow"])
     for name, points in results.items():
@@ -124,6 +136,10 @@ def main() -> None:
             extra = [c - p for c, p in zip(points, results["plain pyarrow"])]
             print(f"  {name:<18} " + "  ".join(f"{x:+.2f}" for x in extra)
                   + f"   fixed cost {line(args.docs, points)[0] - plain_fixed:+.2f} s vs the plain loop's")
+    starts, stops = sorted(p[0] for p in ray_parts), sorted(p[1] for p in ray_parts)
+    print(f"curate ray, as its runs recorded (stats/timing), median of {len(ray_parts)}: Ray start "
+          f"{starts[len(starts) // 2]:.2f} s (min {starts[0]:.2f}), stop {stops[len(stops) // 2]:.2f} s "
+          f"(min {stops[0]:.2f})")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
