@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
 from typing import Literal
@@ -296,6 +297,9 @@ class Extract(Stage):
     outputs = (pa.field("title", pa.string()), pa.field("precheck_lang", pa.string()),
                pa.field("precheck_score", pa.float32()), pa.field("extract_seconds", pa.float32()))
     drops = ("html",)
+    #: pages per chunk handed to the sandbox while the pre-check goes on (0: check all pages, then extract):
+    #: the pre-check's ~1.3 ms a page runs beside trafilatura's ~14 ms instead of before it
+    overlap_pages = 32
 
     def output_fields(self) -> list[pa.Field]:
         """``precheck_*`` only with ``only_languages``."""
@@ -306,6 +310,7 @@ class Extract(Stage):
         p = self.params
         self.precheck = LanguagePrecheck(p.only_languages, p.precheck_min_score) if p.only_languages else None
         self.sandbox = Sandbox(p) if p.timeout_s > 0 else None
+        self._pool: ThreadPoolExecutor | None = None
 
     def process(self, table: pa.Table) -> StageResult:
         p = self.params
@@ -335,6 +340,40 @@ class Extract(Stage):
         langs: list[str | None] = [None] * n
         scores: list[float | None] = [None] * n
         todo: list[int] = []
+        # with the pre-check on, pages that pass go to the sandbox in chunks while the next ones are checked
+        chunk = self.overlap_pages if self.sandbox is not None and self.precheck is not None else 0
+        handed: list[tuple[list[int], Future]] = []
+        try:
+            self._check_pages(htmls, texts, titles, seconds, reasons, langs, scores, todo, handed, chunk)
+        finally:
+            extracted = [(i, answer) for idxs, future in handed for i, answer in zip(idxs, future.result())]
+        extracted += zip(todo, self._extract([htmls[i] for i in todo]))
+        for i, (text, took) in extracted:
+            seconds[i] = (seconds[i] or 0.0) + took
+            if text is None:
+                texts[i], reasons[i] = "", TIMEOUT
+            elif isinstance(text, Exception):
+                texts[i], reasons[i] = "", f"{CRASH}:{text.args[0] if text.args else type(text).__name__}"
+            else:
+                texts[i] = text
+        for i in range(n):
+            if reasons[i] is None and not had_text[i] and not (texts[i] or "").strip():
+                texts[i], reasons[i] = texts[i] or "", "no-main-content"
+
+        table = table.drop_columns(["html"])
+        table = self._set(table, "text", pa.array(texts, pa.string()))
+        table = self._set(table, "title", pa.array(titles, pa.string()))
+        if p.only_languages:
+            table = self._set(table, "precheck_lang", pa.array(langs, pa.string()))
+            table = self._set(table, "precheck_score", pa.array(scores, pa.float32()))
+        table = self._set(table, "extract_seconds", pa.array(seconds, pa.float32()))
+        return StageResult(table, pa.array(reasons, pa.string()))
+
+    def _check_pages(self, htmls, texts, titles, seconds, reasons, langs, scores, todo, handed, chunk) -> None:
+        """Titles, size limit and language pre-check, page by page; pages left to extract go to ``todo``, or,
+        with ``chunk``, to the sandbox ``chunk`` pages at a time on a helper thread (``handed``): one chunk
+        after another, so the sandbox serves one caller at a time and every time limit holds as before."""
+        p = self.params
         for i, html in enumerate(htmls):
             if texts[i] is not None:
                 continue  # already text (WET / JSONL rows mixed in)
@@ -360,27 +399,14 @@ class Extract(Stage):
                     texts[i] = plain.strip()
                     continue
             todo.append(i)
+            if chunk and len(todo) >= chunk:
+                handed.append((todo[:], self._helper().submit(self._extract, [htmls[j] for j in todo])))
+                todo.clear()
 
-        for i, (text, took) in zip(todo, self._extract([htmls[i] for i in todo])):
-            seconds[i] = (seconds[i] or 0.0) + took
-            if text is None:
-                texts[i], reasons[i] = "", TIMEOUT
-            elif isinstance(text, Exception):
-                texts[i], reasons[i] = "", f"{CRASH}:{text.args[0] if text.args else type(text).__name__}"
-            else:
-                texts[i] = text
-        for i in range(n):
-            if reasons[i] is None and not had_text[i] and not (texts[i] or "").strip():
-                texts[i], reasons[i] = texts[i] or "", "no-main-content"
-
-        table = table.drop_columns(["html"])
-        table = self._set(table, "text", pa.array(texts, pa.string()))
-        table = self._set(table, "title", pa.array(titles, pa.string()))
-        if p.only_languages:
-            table = self._set(table, "precheck_lang", pa.array(langs, pa.string()))
-            table = self._set(table, "precheck_score", pa.array(scores, pa.float32()))
-        table = self._set(table, "extract_seconds", pa.array(seconds, pa.float32()))
-        return StageResult(table, pa.array(reasons, pa.string()))
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="extract-sandbox")
+        return self._pool
 
     def _extract(self, pages: list[str]) -> list[tuple[str | Exception | None, float]]:
         if not pages:
@@ -407,5 +433,6 @@ class Extract(Stage):
         state = dict(self.__dict__)
         state.pop("sandbox", None)
         state.pop("precheck", None)
+        state.pop("_pool", None)
         state["_ready"] = False
         return state

@@ -1,11 +1,12 @@
 """The extract stage's speed-ups change no text: every page of ../shared/data/html_extraction and of the
 WARC files in ../shared/data/warc, extracted by the stage as a run does it (default parameters, in its
-tuned sandbox), must give exactly what plain ``trafilatura.extract`` gives with the same settings in an
-untouched process."""
+tuned sandbox, fed while the language pre-check runs), must give exactly what plain ``trafilatura.extract``
+gives with the same settings in an untouched process."""
 
 from __future__ import annotations
 
 import gzip
+import pickle
 import subprocess
 import sys
 
@@ -48,18 +49,27 @@ def all_pages(shared_data) -> list[tuple[str, str]]:
 
 
 def test_the_stage_extracts_what_plain_trafilatura_extracts(shared_data):
+    """With the language pre-check on (its default in a pipeline with langid), pages that pass it go to the
+    sandbox in chunks while the next pages are checked; the pages it drops are extracted by a second stage
+    without it. Every page's text must equal plain trafilatura's, in its own row."""
     pages = all_pages(shared_data)
     assert len(pages) >= 600  # 304 html_extraction pages and ~315 WARC/ARC responses
     params = ExtractParams(timeout_s=30.0, max_html_chars=10**8)  # no page may be cut off by a limit here
-    stage = Extract(params)
-    stage.ensure_setup()
-    n = len(pages)
-    table = pa.table({"id": [str(i) for i in range(n)], "source": ["t"] * n, "text": pa.nulls(n, pa.string()),
-                      "html": [html for _, html in pages]})
-    result = stage.process(table)
-    got = result.table["text"].to_pylist()
 
-    import pickle
+    def extract(htmls: list[str], **extra) -> tuple[list[str], list[str | None]]:
+        stage = Extract(ExtractParams(**{**params.__dict__, **extra}))
+        stage.ensure_setup()
+        n = len(htmls)
+        table = pa.table({"id": [str(i) for i in range(n)], "source": ["t"] * n, "text": pa.nulls(n, pa.string()),
+                          "html": htmls})
+        result = stage.process(table)
+        return result.table["text"].to_pylist(), result.reasons.to_pylist()
+
+    got, reasons = extract([html for _, html in pages], only_languages=["en", "zh"])
+    dropped = [i for i, r in enumerate(reasons) if r == "language-precheck"]
+    assert len(dropped) >= 50 and len(pages) - len(dropped) > 10 * Extract.overlap_pages  # both paths have work
+    for i, text in zip(dropped, extract([pages[i][1] for i in dropped])[0]):
+        got[i] = text
 
     settings = {"fast": params.fast, "favor_precision": params.favor == "precision",
                 "favor_recall": params.favor == "recall", "include_tables": params.include_tables,
