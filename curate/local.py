@@ -1,8 +1,8 @@
 """Running a run's tasks in the curate process itself: no Ray to start, no worker processes, same output.
 
-Why: Ray costs seconds before the first task and after the last (2-6 s to start and 1.4 s to stop on
-2 shared cores, plus a second for the worker processes to import the stages), which is most of a
-small run. ``curate.pool.open_pool`` picks this pool for small runs and for ``--workers 1``
+Why: Ray costs seconds before the first task and after the last (1-2.5 s to start and 0.1-0.6 s to stop
+on 2 shared cores at load 3-5, plus 0.5-1 s for the worker processes to start and import the stages),
+which is most of a small run. ``curate.pool.open_pool`` picks this pool for small runs and for ``--workers 1``
 (``run.executor``). It is the in-process twin of ``curate.pool.WorkerPool``: the same ``_Worker`` that a
 Ray actor wraps, so the same ``run_task``, the same commit order (shards renamed into place, then the
 stats file), the same resume, the same retries of a task that raised. What it cannot do is survive a

@@ -7,7 +7,7 @@ overhead is one remote call. Each actor answers ``progress()`` from a second
 thread while it works, which feeds the per-task progress bars.
 
 Ray costs seconds before the first task runs and after the last one (start-up, worker processes, shut
-down: 3 to 6 s on 2 shared cores). A small run spends most of its time there, so ``open_pool`` runs it
+down: 2 to 5 s on 2 shared cores, with the load). A small run spends most of its time there, so ``open_pool`` runs it
 in process instead (``run.executor``): the same ``_Worker`` class, the same ``run_task``, one task after
 another, nothing started. Global stages ask ``step_runner`` for their own steps' tasks, which follows
 the same choice.
