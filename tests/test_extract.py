@@ -98,6 +98,22 @@ def test_pathological_page_times_out_and_the_next_pages_are_kept(articles):
     assert texts[1] == "" and len(texts[0]) > 200 and len(texts[2]) > 200
 
 
+def test_a_timeout_inside_a_chunk_handed_over_during_the_precheck(articles):
+    """With the pre-check on, pages go to the sandbox chunk by chunk while the next are checked (here one page
+    a chunk): a page over the limit still costs only itself, and every page's text lands in its own row."""
+    slow = "<html><body>" + "".join(f"<div><p>paragraph {i} with several words in it</p><a href='x'>l</a></div>"
+                                    for i in range(100_000)) + "</body></html>"
+    params = ExtractParams(timeout_s=2.0, max_html_chars=len(slow) + 1, only_languages=["en"])
+    htmls = [articles[0][0], slow, articles[0][1], articles[0][2]]
+    alone, _ = run(Extract(ExtractParams(timeout_s=0)), html_table([h for h in htmls if h is not slow]))
+    stage = Extract(params)
+    stage.overlap_pages = 1
+    table, reasons = run(stage, html_table(htmls))
+    assert reasons == [None, "extract-timeout", None, None]
+    texts = table["text"].to_pylist()
+    assert texts[1] == "" and [texts[0], texts[2], texts[3]] == alone["text"].to_pylist()
+
+
 def test_oversized_html_is_rejected_before_parsing():
     table, reasons = run(Extract(ExtractParams(max_html_chars=1000, timeout_s=0)), html_table(["<p>" + "x" * 5000]))
     assert reasons == ["html-too-large"]
