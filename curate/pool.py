@@ -85,13 +85,20 @@ def start_ray(workers: int | None, address: str | None) -> bool:
             watcher = _start_watch()
             try:
                 with _only_what_a_batch_run_uses():
-                    ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
+                    ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                             _system_config=_BATCH_SYSTEM_CONFIG, **kwargs)
             except BaseException:
                 _release_port()
                 raise
             _name_session(watcher)
     return True
 
+
+#: Ray settings of an embedded Ray (its ``_system_config``). Task events feed the dashboard's and the state
+#: API's task lists, which a batch run does not use (the dashboard is off, curate never asks). Without them
+#: ``ray.shutdown`` took 0.07-0.13 s in 5 shutdowns of 7, against 0.32 s in all 6 with them (the driver's
+#: core worker waiting to flush them, it seems; a 0.25 s wait is left in the other 2).
+_BATCH_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0}
 
 #: Head processes of an embedded Ray that a batch run never uses (Ray 2.60 ``ray._private.node.Node``).
 _UNUSED_HEAD_PROCESSES = ("start_api_server", "start_monitor", "start_log_monitor")
