@@ -7,10 +7,10 @@ overhead is one remote call. Each actor answers ``progress()`` from a second
 thread while it works, which feeds the per-task progress bars.
 
 Ray costs seconds before the first task runs and after the last one (start-up, worker processes, shut
-down: 2 to 5 s on 2 shared cores, with the load). A small run spends most of its time there, so ``open_pool`` runs it
-in process instead (``run.executor``): the same ``_Worker`` class, the same ``run_task``, one task after
-another, nothing started. Global stages ask ``step_runner`` for their own steps' tasks, which follows
-the same choice.
+down: 2 to 5 s on 2 shared cores, with the load). A small run spends most of its time there, so
+``open_pool`` runs it in process instead (``run.executor``): the same ``_Worker`` class, the same
+``run_task``, one task after another, nothing started. Global stages ask ``step_runner`` for their own
+steps' tasks, which follows the same choice.
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def _fewer_waits(Node):
     """Three waits of ``ray.init`` that a batch run gains nothing from, and its two agents out of the way
     (Ray 2.60; another Ray: unchanged). Measured on 2 shared cores, alternating with the code before
     (``curate run --stages length`` through Ray, 8 rounds): Ray's start 1.0-1.1 s against 2.0-2.1 s at
-    load 3, 1.8-2.3 s against 3.7-4.4 s at load 5.
+    load 3, 1.8-2.3 s against 3.7-4.4 s at load 5; ``benchmarks/fixed_cost.py``: 0.72 s against 1.79 s
+    (load 2-3). Only where the dashboard agent runs ``--minimal`` (with ``ray[default]`` installed the
+    raylet waits for the dashboard agent's ports as before, and no agent is niced).
 
     1. Whether the dashboard agent runs ``--minimal`` is decided in the driver by importing
        ``ray.dashboard.optional_deps`` (aiohttp, grpc, opentelemetry ...): 0.25-0.3 s on the driver's
@@ -180,7 +182,6 @@ def _fewer_waits(Node):
     (``nice -n 19`` before their commands): they start when a core is free. A batch run uses the
     runtime-env agent only for a stage with a ``runtime_env`` of its own, which then waits for it.
     """
-    global _agent_port
     try:
         import ray._private.services as services  # noqa: PLC0415 - no public API
         import ray._private.utils as ray_utils  # noqa: PLC0415
