@@ -10,8 +10,8 @@ What is timed is what a user runs and waits for:
   ``curate tokenize --tokenizer M --input DIR --format parquet --output OUT --workers W --executor E``,
   wall clock from start to exit (starting the workers, reading Parquet, encoding, writing the
   shards, index, stats and markers, stopping the workers). It runs at two sizes: the distinct text
-  once, and copies of it up to ``--mb`` MB, for each executor of ``--executors`` (a process pool,
-  an embedded Ray). The difference gives the marginal rate; what is left at the small size (its
+  once, and copies of it up to ``--mb`` MB, for each executor of ``--executors`` (``auto``: threads
+  of the command when the encoder is rank BPE; a process pool; an embedded Ray). The difference gives the marginal rate; what is left at the small size (its
   time less its megabytes at that rate) is the fixed cost per run. Also timed: ``--workers 1`` on
   the small input (in this process: fixed cost = wall less its tasks' CPU time), and the large
   input as one Parquet file with the default ``--executor auto`` (cut into row-range tasks).
@@ -292,8 +292,9 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=50.0, help="size of the large input per language (MB of text)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--files", type=int, default=8, help="Parquet files per input")
-    parser.add_argument("--executors", default="processes,ray",
-                        help="curate tokenize --executor values to time at both sizes (the first is the headline)")
+    parser.add_argument("--executors", default="auto,processes",
+                        help="curate tokenize --executor values to time at both sizes (the first is the headline; "
+                             "auto is threads of the command here, with rank BPE; add ray to time an embedded Ray)")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds at the large size, order alternating: curate, tiktoken's loop, its script")

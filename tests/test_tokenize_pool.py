@@ -88,6 +88,31 @@ def test_this_process_and_the_pool_share_the_tasks(model_path, inputs, tmp_path)
     assert _tokens(shared) == spm.SentencePieceProcessor(model_file=model_path).encode(_texts(inputs))
 
 
+def test_threads_of_this_process_share_the_tasks(model_path, inputs, shared_data, tmp_path):
+    """With rank BPE (tiktoken and SentencePiece encode outside the GIL) several workers are threads of this
+    process, chosen by default on one machine: the same files as one thread, tasks running at the same time."""
+    files = input_files([inputs], "parquet")
+    alone = str(tmp_path / "alone")
+    tokenize_corpus(model_path, files, alone, TokenizeParams(workers=1))
+    threaded, ran = str(tmp_path / "threads"), []
+    summary = tokenize_corpus(model_path, files, threaded, TokenizeParams(workers=2, in_process_mb=0),
+                              progress=ran.append)
+    assert summary["executor"] == "in-process" and "2 threads" in summary["executor_why"]
+    assert summary["workers"] == 2 and summary["tasks_run"] == 6 and {r["pid"] for r in ran} == {os.getpid()}
+    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in ran)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    assert _files(threaded) == _files(alone)
+    assert _tokens(threaded) == spm.SentencePieceProcessor(model_file=model_path).encode(_texts(inputs))
+    # without rank BPE (no byte fallback: the segment cache, one dict written by every call) no threads: processes
+    files_txt = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
+                            "txt")
+    train_tokenizer(files_txt, str(tmp_path / "tok"), TrainParams(vocab_size=4000, sample_bytes=1_000_000,
+                                                                  heldout_fraction=0.0, byte_fallback=False))
+    summary = tokenize_corpus(str(tmp_path / "tok" / "tokenizer.model"), files, str(tmp_path / "cache"),
+                              TokenizeParams(workers=2, in_process_mb=0))
+    assert summary["executor"] == "processes" and summary["tasks_run"] == 6
+
+
 def test_a_bad_input_fails_alone(model_path, inputs, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -178,6 +178,9 @@ class RankBPE:
 class Encoder:
     """``encode(texts) -> list[list[int]]``, equal to ``SentencePieceProcessor.encode(texts)``.
 
+    With rank BPE, threads may share one encoder: it keeps no state from call to call, and tiktoken and
+    SentencePiece encode outside the GIL. The segment cache is one dict written by every call: one thread only.
+
     ``rank_bpe=False`` keeps to the segment cache (benchmarks compare the two).
     """
 

@@ -130,10 +130,11 @@ def _encoder(model: bytes, sha256: str) -> Encoder:
 
 
 def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params: TokenizeParams,
-                  meta: dict, rows: tuple[int, int] | None = None) -> dict:
+                  meta: dict, rows: tuple[int, int] | None = None, cpu_clock: Callable[[], float] = time.process_time
+                  ) -> dict:
     """Tokenize one input file (or its ``rows``) into per-source shards, commit them, write its stats, then
-    its marker."""
-    started, cpu_started, clock = time.perf_counter(), time.process_time(), time.time()
+    its marker. ``cpu_clock``: ``time.thread_time`` where other threads of the process run tasks too."""
+    started, cpu_started, clock = time.perf_counter(), cpu_clock(), time.time()
     encoder = _encoder(model, meta["tokenizer_sha256"])
     dtype = np.dtype(meta["dtype"])
     eos_id = meta["eos_id"] if params.eos else -1
@@ -179,7 +180,7 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
     return {"task": task, "docs": sum(c["docs"] for c in totals.values()),
             "tokens": sum(c["tokens"] for c in totals.values()), "bytes": sum(c["bytes"] for c in totals.values()),
             "skipped": dict(counts.skipped), "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu_started, "node": _node(), "pid": os.getpid(), "started": clock}
+            "cpu_seconds": cpu_clock() - cpu_started, "node": _node(), "pid": os.getpid(), "started": clock}
 
 
 # Arrow arrays built without ``pa.array``: it imports pandas on its first call (0.2 CPU-seconds, more than a
@@ -304,14 +305,17 @@ RAY, PROCESSES, IN_PROCESS = "ray", "processes", "in-process"
 
 
 def choose_executor(setting: str, *, workers: int, address: str | None, tasks: int, text_mb: float,
-                    limit_mb: float) -> tuple[str, str]:
+                    limit_mb: float, threads: bool = False) -> tuple[str, str]:
     """(executor, why in words) for a run of ``tasks`` tasks holding ``text_mb`` MB of text.
 
     A cluster address, or a Ray this process is already connected to (a notebook, a test), means Ray. On
     one machine several workers are a process pool: it starts and stops in 0.5 s where an embedded Ray
     takes about 4 (measured: docs/tokenizer.md), and a tokenize task needs nothing Ray adds on one
     machine (no actors, no object store: a task reads its file and writes its shards). One worker, one
-    task or a small input run in this process: nothing to start at all.
+    task or a small input run in this process: nothing to start at all. ``threads``: the encoder runs outside
+    the GIL (rank BPE: tiktoken's core and SentencePiece), so several workers are threads of this process,
+    with nothing to start either (a pool process starts its first task ~0.3 s late on a quiet machine, seconds
+    on a loaded one, and leaves a core idle at the end while the other finishes).
     """
     if address and setting in (PROCESSES, IN_PROCESS):
         raise ValueError(f"--executor {setting} cannot run on a cluster (--address / RAY_ADDRESS {address}); "
@@ -329,15 +333,44 @@ def choose_executor(setting: str, *, workers: int, address: str | None, tasks: i
         return IN_PROCESS, "one task"
     if text_mb <= limit_mb:
         return IN_PROCESS, f"small input: {text_mb:.3g} MB of text <= in_process_mb={limit_mb:g}"
+    if threads:
+        return IN_PROCESS, (f"{workers} threads in this process (the encoder runs outside the GIL; "
+                            f"{text_mb:.3g} MB of text, {tasks} tasks)")
     return PROCESSES, f"{workers} worker processes on this machine ({text_mb:.3g} MB of text, {tasks} tasks)"
 
 
-def _run_in_process(jobs: list[tuple]) -> Iterator[tuple[str, dict | None, str | None]]:
+def _run_in_process(jobs: list[tuple], threads: int = 1, encoder: Encoder | None = None
+                    ) -> Iterator[tuple[str, dict | None, str | None]]:
+    """The tasks in this process: one after another, or on ``threads`` threads sharing ``encoder`` (rank BPE
+    only: see ``Encoder``); each thread takes the next task (biggest first) when it finishes one."""
+    if threads > 1 and len(jobs) > 1 and encoder is not None and encoder.rank_bpe is not None:
+        yield from _run_threads(jobs, threads)
+        return
     for task, args in jobs:
         try:
             yield task, tokenize_task(*args), None
         except Exception as err:  # noqa: BLE001 - this input only: the others go on
             yield task, None, f"{args[0].path}: {type(err).__name__}: {err}"
+
+
+def _run_threads(jobs: list[tuple], threads: int) -> Iterator[tuple[str, dict | None, str | None]]:
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    # a task's CPU time is its thread's (not that of SentencePiece's helper threads: the run's total is the
+    # process's, tokenize_corpus); its batch call runs there, faster than a call per text on the task's thread
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+    try:
+        running = {pool.submit(tokenize_task, *args, cpu_clock=time.thread_time): (task, args) for task, args in jobs}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                task, args = running.pop(future)
+                try:
+                    yield task, future.result(), None
+                except Exception as err:  # noqa: BLE001 - this input only: the others go on
+                    yield task, None, f"{args[0].path}: {type(err).__name__}: {err}"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_processes(jobs: list[tuple], workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
@@ -470,15 +503,19 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
     todo = {t: p for t, p in tasks.items() if t not in done_before}
     if todo:
         _clean_partial(output, set(todo))
-    started, clock = time.perf_counter(), time.time()
+    started, clock, cpu_started = time.perf_counter(), time.time(), time.process_time()
     results: list[dict] = []
     failed: dict[str, str] = {}
     workers = params.workers or os.cpu_count() or 1
     text_mb = sum(p.text_bytes for p in todo.values()) / 1e6
+    # built here when tasks may run in this process: whether they can run on threads depends on it
+    encoder = (_encoder(model, meta["tokenizer_sha256"])
+               if todo and not address and params.executor in ("auto", IN_PROCESS) else None)
+    threads_ok = encoder is not None and encoder.rank_bpe is not None
     executor, why = choose_executor(params.executor, workers=workers, address=address, tasks=len(todo),
-                                    text_mb=text_mb, limit_mb=params.in_process_mb)
-    if executor == PROCESSES:
-        workers = min(workers, len(todo))
+                                    text_mb=text_mb, limit_mb=params.in_process_mb, threads=threads_ok)
+    if executor in (PROCESSES, IN_PROCESS):
+        workers = min(workers, len(todo)) if executor == PROCESSES or threads_ok else 1
     if todo:
         if say is not None:
             say(f"executor: {executor} ({why}); {len(todo)} tasks, {text_mb:.3g} MB of text")
@@ -486,7 +523,7 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
         order = sorted(todo, key=lambda t: (-todo[t].text_bytes, t))
         jobs = [(t, (todo[t].item, t, model, output, params, meta, todo[t].rows)) for t in order]
         runs = (_run_ray(jobs, workers, address) if executor == RAY else
-                _run_processes(jobs, workers) if executor == PROCESSES else _run_in_process(jobs))
+                _run_processes(jobs, workers) if executor == PROCESSES else _run_in_process(jobs, workers, encoder))
         for task, result, error in runs:
             if error is not None:
                 failed[task] = error
@@ -495,6 +532,9 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
             if progress is not None:
                 progress(result)
     seconds = time.perf_counter() - started
+    # in this process (one after another or on threads) the run's CPU is the process's: on threads a task counts
+    # its own thread only, not SentencePiece's helper threads
+    run_cpu = time.process_time() - cpu_started if executor == IN_PROCESS and results else None
     new_bytes = sum(r["bytes"] for r in results)
     skipped: Counter = Counter()
     for r in results:
@@ -503,7 +543,7 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
     summary = {"output": output, "tasks": len(tasks), "tasks_done_before": len(tasks) - len(todo),
                "tasks_run": len(results), "tasks_failed": failed,
                "executor": executor if todo else None, "executor_why": why if todo else "nothing to do",
-               "workers": (1 if executor == IN_PROCESS else workers) if todo else 0,
+               "workers": workers if todo else 0,
                "nodes": len({r["node"] for r in results}),
                # this run's work, then everything committed in the folder (earlier runs and resumes included)
                "docs_this_run": sum(r["docs"] for r in results), "tokens_this_run": sum(r["tokens"] for r in results),
@@ -513,26 +553,28 @@ def tokenize_corpus(tokenizer_path: str, files: list[InputFile], output: str, pa
                "tokens_total": int(pc.sum(committed["tokens"]).as_py() or 0),
                "bytes_total": int(pc.sum(committed["bytes"]).as_py() or 0),
                "skipped": dict(skipped),
-               "seconds": round(seconds, 2), "processes": _process_times(results, clock),
+               "seconds": round(seconds, 2), "processes": _process_times(results, clock, run_cpu),
                "mb_per_s": round(new_bytes / 1e6 / seconds, 2) if results else None,
-               "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
+               "cpu_seconds": round(run_cpu if run_cpu is not None else sum(r["cpu_seconds"] for r in results), 2),
                "dtype": meta["dtype"], "params": asdict(params)}
     if is_remote(output):
         summary["bring_local"] = bring_local_hint(output)
     return summary
 
 
-def _process_times(results: list[dict], clock: float) -> list[dict]:
+def _process_times(results: list[dict], clock: float, run_cpu: float | None = None) -> list[dict]:
     """Where the tasks' time went, per worker process (one machine: the same clock): its tasks, when its first
-    began and its last ended (seconds from the start of the tasks), the seconds and CPU-seconds of its tasks.
-    The gap before a process's first task is its start; the gap between the last ends, idle time at the end."""
+    began and its last ended (seconds from the start of the tasks), the seconds and CPU-seconds of its tasks
+    (``run_cpu``: the run's, all in this process). The gap before a process's first task is its start; the gap
+    between the last ends, idle time at the end; ``busy_s`` above the span: tasks on several threads."""
     by: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         by[(r["node"], r["pid"])].append(r)
     return [{"node": node, "pid": pid, "tasks": len(rs),
              "first_began_s": round(min(r["started"] for r in rs) - clock, 2),
              "last_ended_s": round(max(r["started"] + r["seconds"] for r in rs) - clock, 2),
-             "busy_s": round(sum(r["seconds"] for r in rs), 2), "cpu_s": round(sum(r["cpu_seconds"] for r in rs), 2)}
+             "busy_s": round(sum(r["seconds"] for r in rs), 2),
+             "cpu_s": round(run_cpu if run_cpu is not None else sum(r["cpu_seconds"] for r in rs), 2)}
             for (node, pid), rs in sorted(by.items(), key=lambda kv: min(r["started"] for r in kv[1]))]
 
 
