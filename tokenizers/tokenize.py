@@ -16,8 +16,9 @@ stats, the marker last: a task is committed exactly when its marker exists. A ki
 either a whole task or one that the next run redoes; whatever an uncommitted task left is removed
 before it runs again and is never read (readers take the shards the committed stats name).
 
-Where tasks run (``TokenizeParams.executor``): Ray on a cluster, worker processes on one machine, or
-this process for small inputs (``choose_executor``).
+Where tasks run (``TokenizeParams.executor``): Ray on a cluster; on one machine threads of this process
+(rank BPE encodes outside the GIL), else this process and a pool of worker processes; this process alone for
+small inputs (``choose_executor``).
 """
 
 from __future__ import annotations
