@@ -91,8 +91,12 @@ class _ShardWriter:
         self.offsets: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
 
-    def write(self, ids: pa.Array, langs: pa.Array, flat: np.ndarray, lengths: np.ndarray) -> None:
+    def write(self, ids: pa.Array | list, langs: pa.Array | list, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Append documents: their ids and languages (Arrow string arrays, or lists of str), their tokens."""
         flat.astype(self.dtype).tofile(self.bin)
+        ids = ids if isinstance(ids, pa.Array) else string_array(ids)
+        langs = langs if isinstance(langs, pa.Array) else string_array(langs)
+        lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets.append(np.cumsum(lengths) - lengths + self.offset)
         self.lengths.append(lengths)
         self.ids.append(ids)
