@@ -260,7 +260,8 @@ def export_nanogpt_command(tokens_dir, output, val_fraction, dtype, sources) -> 
 @click.option("--eos/--no-eos", default=True, show_default=True, help="EOS after every document.")
 @click.option("--executor", type=click.Choice(["auto", "ray", "processes", "in-process"]), default="auto",
               show_default=True, help="Where tasks run: auto = Ray on a cluster, this process for one worker or a "
-                                      "small input, else worker processes on this machine.")
+                                      "small input, else threads of this process where the encoder runs "
+                                      "outside the GIL (rank BPE), worker processes otherwise.")
 @click.option("--address", envvar="RAY_ADDRESS", default=None,
               help="Ray cluster address (default: none; runs on this machine).")
 @click.option("--task-mb", type=float, default=TokenizeParams.task_mb, show_default=True,

@@ -129,7 +129,8 @@ class TokenizeParams:
     """Where tasks run: ``ray`` (an embedded local Ray, or the cluster at ``--address`` / RAY_ADDRESS),
     ``processes`` (a pool of worker processes on this machine, ``concurrent.futures``), ``in-process``
     (one task after another in the command's own process), or ``auto``: Ray for a cluster, in process
-    for one worker, one task or a small input (``in_process_mb``), else processes. Why processes rather
+    for one worker, one task or a small input (``in_process_mb``), else threads of this process where the
+    encoder runs outside the GIL (rank BPE: tiktoken's core and SentencePiece), processes otherwise. Why processes rather
     than an embedded Ray on one machine: docs/tokenizer.md (start and stop cost 0.5 s against 4 s)."""
     in_process_mb: float = 8.0
     """``auto`` runs in process when the text to tokenize is at most this many MB (about a CPU-second
