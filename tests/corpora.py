@@ -55,3 +55,19 @@ def chunk_text(text: str, chunk_chars: int) -> list[str]:
     if current:
         chunks.append("\n\n".join(current))
     return chunks
+
+
+def train_book_tokenizer(shared_data, output: str, vocab_size: int = 4000, sample_bytes: int = 1_000_000,
+                         **options) -> str:
+    """A small SentencePiece model trained on the English and Chinese Gutenberg books; returns its path.
+
+    The tokenize, pool and export tests each need one: English and Chinese text, no held-out split.
+    """
+    from curate.tokenizers.corpus import input_files
+    from curate.tokenizers.train import TrainParams, train_tokenizer
+
+    files = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
+                        "txt")
+    train_tokenizer(files, output, TrainParams(vocab_size=vocab_size, sample_bytes=sample_bytes,
+                                               heldout_fraction=0.0, **options))
+    return f"{output}/tokenizer.model"

@@ -19,14 +19,13 @@ import pytest
 import sentencepiece as spm
 from click.testing import CliRunner
 
-from curate.tests.corpora import book_paragraphs, chinese_paragraphs
+from curate.tests.corpora import book_paragraphs, chinese_paragraphs, train_book_tokenizer
 from curate.tokenizers.cli import tokenizer as tokenizer_group
 from curate.tokenizers.corpus import input_files
 from curate.tokenizers.export_formats import (MegatronParams, NanoGPTParams, TokenFolderError, export_megatron,
                                               export_nanogpt)
 from curate.tokenizers.extend import append_pieces, load_proto
 from curate.tokenizers.tokenize import TokenizeParams, task_name, tokenize_task, write_meta
-from curate.tokenizers.train import TrainParams, train_tokenizer
 
 NUMPY_OF_CODE = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32,
                  8: np.uint16}
@@ -89,11 +88,7 @@ def _tokenize(model_path: str, rows: list[dict], root, shards: int = 3) -> str:
 
 @pytest.fixture(scope="module")
 def model_path(shared_data, tmp_path_factory) -> str:
-    output = str(tmp_path_factory.mktemp("tok"))
-    files = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
-                        "txt")
-    train_tokenizer(files, output, TrainParams(vocab_size=4000, sample_bytes=1_000_000, heldout_fraction=0.0))
-    return os.path.join(output, "tokenizer.model")
+    return train_book_tokenizer(shared_data, str(tmp_path_factory.mktemp("tok")))
 
 
 @pytest.fixture(scope="module")

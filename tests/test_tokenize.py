@@ -19,12 +19,12 @@ import ray
 import sentencepiece as spm
 from click.testing import CliRunner
 
+from curate.tests.corpora import train_book_tokenizer
 from curate.tokenizers.cli import tokenize_command
 from curate.tokenizers.corpus import input_files
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.extend import append_pieces, load_proto
 from curate.tokenizers.tokenize import TokenizeParams, read_tokens, stats_table, tokenize_corpus
-from curate.tokenizers.train import TrainParams, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def model_path(shared_data, tmp_path_factory) -> str:
-    output = str(tmp_path_factory.mktemp("tok"))
-    files = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
-                        "txt")
-    train_tokenizer(files, output, TrainParams(vocab_size=6000, sample_bytes=2_000_000, heldout_fraction=0.0))
-    return os.path.join(output, "tokenizer.model")
+    return train_book_tokenizer(shared_data, str(tmp_path_factory.mktemp("tok")), vocab_size=6000,
+                                sample_bytes=2_000_000)
 
 
 def _docs(shared_data) -> list[dict]:

@@ -24,18 +24,14 @@ import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 
+from curate.tests.corpora import train_book_tokenizer
 from curate.tokenizers.corpus import input_files
 from curate.tokenizers.tokenize import TokenizeParams, read_tokens, tokenize_corpus
-from curate.tokenizers.train import TrainParams, train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def model_path(shared_data, tmp_path_factory) -> str:
-    output = str(tmp_path_factory.mktemp("tok-pool"))
-    files = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
-                        "txt")
-    train_tokenizer(files, output, TrainParams(vocab_size=4000, sample_bytes=1_000_000, heldout_fraction=0.0))
-    return os.path.join(output, "tokenizer.model")
+    return train_book_tokenizer(shared_data, str(tmp_path_factory.mktemp("tok-pool")))
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +100,8 @@ def test_threads_of_this_process_share_the_tasks(model_path, inputs, shared_data
     assert _files(threaded) == _files(alone)
     assert _tokens(threaded) == spm.SentencePieceProcessor(model_file=model_path).encode(_texts(inputs))
     # without rank BPE (no byte fallback: the segment cache, one dict written by every call) no threads: processes
-    files_txt = input_files([str(shared_data / "books" / "gutenberg"), str(shared_data / "chinese" / "gutenberg-zh")],
-                            "txt")
-    train_tokenizer(files_txt, str(tmp_path / "tok"), TrainParams(vocab_size=4000, sample_bytes=1_000_000,
-                                                                  heldout_fraction=0.0, byte_fallback=False))
-    summary = tokenize_corpus(str(tmp_path / "tok" / "tokenizer.model"), files, str(tmp_path / "cache"),
+    no_fallback = train_book_tokenizer(shared_data, str(tmp_path / "tok"), byte_fallback=False)
+    summary = tokenize_corpus(no_fallback, files, str(tmp_path / "cache"),
                               TokenizeParams(workers=2, in_process_mb=0))
     assert summary["executor"] == "processes" and summary["tasks_run"] == 6
 
