@@ -21,9 +21,12 @@ def ray_root() -> str:
     return os.path.join(tempfile.gettempdir(), "ray")
 
 
-def session_of(pid: int) -> list[str]:
-    """Ray names the session folder of a driver that starts it after the driver's pid."""
-    return glob.glob(os.path.join(ray_root(), f"session_*_{pid}"))
+def session_of(pid: int, since: float) -> list[str]:
+    """Ray names the session folder of a driver that starts it after the driver's pid. Pids are reused, and
+    folders of runs that ended without their clean-up (a test's own ``ray.init``, ``ray start`` clusters)
+    stay in Ray's temporary root: only a folder made since ``since`` is this driver's."""
+    folders = glob.glob(os.path.join(ray_root(), f"session_*_{pid}"))
+    return [f for f in folders if os.stat(f).st_ctime >= since - 1.0]
 
 
 def holders(folder: str) -> list[int]:
@@ -51,6 +54,7 @@ def test_killing_the_driver_takes_its_ray_processes_and_folder_with_it(tmp_path)
         "inputs:\n  - {source: web, format: jsonl, paths: [in.jsonl]}\n"
         "stages:\n  - length\n  - curate.tests.pipeline_stages:Slow: {seconds_per_batch: 1.0}\n"
         "run: {batch_rows: 50, executor: ray}\n")  # a small run would run in process, without Ray
+    started = time.time()
     proc = subprocess.Popen([*CURATE, "run", "pipeline.yaml", "-o", "out", "--no-progress", "-w", "1"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -58,7 +62,7 @@ def test_killing_the_driver_takes_its_ray_processes_and_folder_with_it(tmp_path)
         session = []
         while time.time() < deadline and not (session and len(holders(session[0])) >= 4):
             time.sleep(0.3)
-            session = session_of(proc.pid)
+            session = session_of(proc.pid, started)
         assert session, "the run never started Ray"
         time.sleep(2)  # a worker is busy with the slow stage
         assert proc.poll() is None
