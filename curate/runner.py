@@ -163,6 +163,21 @@ SAMPLE_SPOTS = 9
 SAMPLE_SCHEME = "v2"
 
 
+def largest_first(tasks: list[Task], inputs: list[dict]) -> list[Task]:
+    """The order tasks are handed out: the largest first (by the bytes they give their reader; tasks of
+    unknown size keep their place after them). Handed out in input order, a run often ends with one
+    worker on the last big file while the others have nothing left (1-2 s of a 30 s WARC run on two
+    workers); biggest first leaves the small tasks to fill that end. Output and ids do not depend on it."""
+    sizes = {f["path"]: f.get("bytes", 0) for spec in inputs for f in spec["files"]}
+
+    def weight(task: Task) -> int:
+        size = sizes.get(task.path, 0)
+        part = (task.end if task.end is not None else size) - task.start  # a cut: its share of the file
+        return estimated_bytes(task.path, max(part, 0))
+
+    return sorted(tasks, key=weight, reverse=True)
+
+
 def describe_file(path: str) -> dict:
     """Size, modification time and a cheap content check of an input, to notice it changing under a run.
 
@@ -614,7 +629,7 @@ class Runner:
                     if segment_tasks is None:
                         break
                 done = done_task_ids(plan)  # one listing of stats/, not a request per task
-                todo = [t for t in segment_tasks if task_id_for(t, segment.index) not in done]
+                todo = largest_first([t for t in segment_tasks if task_id_for(t, segment.index) not in done], inputs)
                 summary.tasks_total += len(segment_tasks)
                 summary.tasks_skipped += len(segment_tasks) - len(todo)
                 with timer.step("tasks", stage=self._label(segment), segment=segment.index, tasks=len(todo)):

@@ -51,6 +51,21 @@ def test_tasks_are_sized_from_the_input_and_the_workers():
     assert len(byte_ranges(97 * MB, 64 * MB, legacy=True)) == 2
 
 
+def test_the_largest_tasks_are_handed_out_first():
+    """Longest first: the small tasks fill the end of a run instead of one worker finishing a big file alone.
+    A cut weighs its share of the file, a .gz what it decompresses to; tasks of unknown size keep their place."""
+    from curate.runner import largest_first
+
+    inputs = [{"files": [{"path": "a.jsonl", "bytes": 10 * MB}, {"path": "big.jsonl", "bytes": 90 * MB},
+                         {"path": "c.warc.gz", "bytes": 20 * MB}, {"path": "d.jsonl", "bytes": 30 * MB}]}]
+    tasks = [Task("s", "jsonl", "a.jsonl", index=0), Task("s", "jsonl", "big.jsonl", 0, 45 * MB, index=1),
+             Task("s", "jsonl", "big.jsonl", 45 * MB, None, index=2), Task("s", "warc", "c.warc.gz", index=3),
+             Task("s", "jsonl", "d.jsonl", index=4), Task("s", "jsonl", "shard-0.parquet", index=5),
+             Task("s", "jsonl", "shard-1.parquet", index=6)]
+    order = [t.index for t in largest_first(tasks, inputs)]
+    assert order == [3, 1, 2, 4, 0, 5, 6]  # c.warc.gz: 20 MB compressed, read as more than the 45 MB parts
+
+
 def test_a_remote_compressed_file_is_not_read_in_parts():
     """Each part reads a file from its start: over the network that would download it once per part."""
     for fmt, url in [("jsonl", "https://example.invalid/big.jsonl.gz"), ("warc", "s3://bucket/cc.warc.gz")]:
