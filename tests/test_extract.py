@@ -17,6 +17,7 @@ from curate.stage import stage_class
 from curate.stages.extract import Extract, ExtractParams, page_title
 
 SCRAPINGHUB = "html_extraction/scrapinghub-article-extraction-benchmark"
+_TITLE_TAG = re.compile(r"<title[^>]*>.*?</title\s*>", re.I | re.S)
 
 
 def words(text: str) -> Counter:
@@ -123,11 +124,57 @@ def test_language_precheck(shared_data, articles):
     page_path = shared_data / "html_extraction/mozilla-readability-test-pages/gmw/source.html.gz"
     chinese = gzip.decompress(page_path.read_bytes())
     table = html_table([articles[0][0], chinese.decode("utf-8")])
-    out, reasons = run(Extract(ExtractParams(only_languages=["zh"], timeout_s=0)), table)
+    out, reasons = run(Extract(ExtractParams(only_languages=["zh"], timeout_s=0, precheck_trust_title=False)), table)
     assert reasons == ["language-precheck", None]
     assert out["precheck_lang"].to_pylist() == ["en", "zh"] and len(out["text"][1].as_py()) > 100
+    # the Chinese page's title reads as Chinese: it goes to extraction without the check
+    out, reasons = run(Extract(ExtractParams(only_languages=["zh"], timeout_s=0)), table)
+    assert reasons == ["language-precheck", None]
+    assert out["precheck_lang"].to_pylist() == ["en", None] and out["text"][1].as_py() == \
+        run(Extract(ExtractParams(timeout_s=0)), table)[0]["text"][1].as_py()
     _, keep_all = run(Extract(ExtractParams(only_languages=["zh", "en"], timeout_s=0)), table)
     assert keep_all == [None, None]
+
+
+@pytest.mark.parametrize("title, html_lang, vouched", [
+    ("Search results", None, True),          # lid.176: en 0.87 on the title alone
+    ("Contact us", None, False),             # en 0.32: too unsure to skip the check on
+    ("Contact us", "en-US", True),           # ... unless <html lang> names a kept language too
+    ("Startseite", "en", False),             # lang="en" of a template, a German title: checked
+    (None, "en", False),                     # no title: checked
+])
+def test_what_lets_a_page_skip_the_precheck(title, html_lang, vouched):
+    from curate.stages.extract import LanguagePrecheck
+
+    attr = f' lang="{html_lang}"' if html_lang else ""
+    head = f"<title>{title}</title>" if title else ""
+    html = f"<!DOCTYPE html><html{attr}><head>{head}</head><body><p>x</p></body></html>"
+    assert LanguagePrecheck(["en", "zh"], 0.65).vouched(html, page_title(html)) is vouched
+
+
+def test_a_title_lets_a_page_through_but_never_drops_it(shared_data):
+    """German pages given an English title and lang="en" skip the pre-check; the langid stage drops
+    them on their extracted text. With the title not trusted, the pre-check drops them itself."""
+    from curate.stages.langid import LangId
+
+    folder = shared_data / "html_extraction/trafilatura-eval/html"
+    german = []
+    for path in sorted(folder.glob("*.html.gz")):
+        html = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
+        if re.search(r'<html[^>]*lang="de', html[:5000]) and _TITLE_TAG.search(html):
+            german.append(_TITLE_TAG.sub("<title>Search results for the latest news</title>", html, count=1)
+                          .replace('lang="de', 'lang="en', 1))
+        if len(german) == 4:
+            break
+    assert len(german) == 4
+    trusted, reasons = run(Extract(ExtractParams(only_languages=["en"], timeout_s=0)), html_table(german))
+    assert reasons == [None] * 4 and trusted["precheck_lang"].to_pylist() == [None] * 4
+    langid = LangId.from_config({"languages": ["en"]})
+    langid.ensure_setup()
+    assert set(langid.process(trusted).reasons.to_pylist()) == {"langid:not-allowed"}
+    _, checked = run(Extract(ExtractParams(only_languages=["en"], timeout_s=0, precheck_trust_title=False)),
+                     html_table(german))
+    assert checked == ["language-precheck"] * 4
 
 
 def test_params_are_validated():
