@@ -75,8 +75,10 @@ class RunTimer:
             self.add("global step", seconds, stage=stage, segment=segment)
 
     def table(self) -> pa.Table:
+        from curate.arrays import table_from_rows  # not from_pylist: no pandas import in the driver
+
         rows = [{"run": self.run, "executor": self.executor, "position": i, **row} for i, row in enumerate(self.rows)]
-        return pa.Table.from_pylist(rows, schema=TIMING_SCHEMA)
+        return table_from_rows(rows, TIMING_SCHEMA)
 
     def write(self, stats_dir: str) -> str:
         """``stats_dir/timing/<run>.parquet``, whole or absent (``curate.storage``)."""

@@ -246,3 +246,37 @@ class RaiseWhileFileExists(Stage):
         if os.path.exists(self.params.path) and pc.any(pc.match_substring(table["text"], self.params.text)).as_py():
             return StageResult(table.append_column("surprise", pa.array([1] * table.num_rows, pa.int64())))
         return StageResult(table)
+
+
+def test_the_driver_builds_ids_and_timing_without_pandas(tmp_path):
+    """``pa.array`` imports pandas on its first call (0.2 s), which a Ray run's driver has no other use for:
+    the ids step and the timing file are built from DuckDB's Arrow output and from buffers
+    (``curate.arrays``), in a fresh interpreter without importing pandas, and they hold what the list-based
+    way gives: the colliding id renamed, the timing rows ``from_pylist`` builds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.arrays import numbers_array, string_array, table_from_rows
+    from curate.timing import TIMING_SCHEMA
+
+    for name, ids in (("a", ["x", "1", "2"]), ("b", ["y", "1", "3"])):
+        pq.write_table(pa.table({"id": ids, "source": ["s"] * 3, "text": ["t"] * 3}), str(tmp_path / f"{name}.parquet"))
+    check = ("import sys, glob; from curate import ids; from curate.timing import RunTimer; "
+             f"print(ids.make_unique(sorted(glob.glob({str(tmp_path / '*.parquet')!r})), {str(tmp_path / 'work')!r})); "
+             "t = RunTimer(); t.add('plan', 0.5); t.add('tasks', 1.25, stage='read', segment=0, tasks=3); "
+             f"t.write({str(tmp_path / 'stats')!r}); print('pandas' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["{'colliding_ids': 1, 'renamed': 2}", "False"]
+    renamed = pq.read_table(str(tmp_path / "a.parquet")).to_pylist()
+    assert renamed[1]["given_id"] == "1" and renamed[1]["id"] != "1" and renamed[0]["given_id"] is None
+    timing = pq.read_table(glob.glob(str(tmp_path / "stats" / "timing" / "*.parquet"))[0])
+    rows = timing.to_pylist()
+    assert [(r["step"], r["segment"], r["tasks"], r["seconds"]) for r in rows] == [("plan", None, None, 0.5),
+                                                                                  ("tasks", 0, 3, 1.25)]
+    assert timing.equals(pa.Table.from_pylist(rows, schema=TIMING_SCHEMA))
+    values = ["a", None, "é", ""]
+    assert string_array(values).equals(pa.array(values, pa.string()))
+    for kind in (pa.int32(), pa.int64(), pa.float32(), pa.float64()):
+        assert numbers_array([1, None, 3], kind).equals(pa.array([1, None, 3], kind))
+    assert table_from_rows([{"step": "s"}], TIMING_SCHEMA).to_pylist()[0]["seconds"] is None

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from curate import storage
+from curate.arrays import string_array
 from curate.schema import doc_id
 
 FORMATS = ("curated", "parquet", "jsonl", "txt")
@@ -207,21 +208,6 @@ def read_documents(item: InputFile, counts: ReadCounts | None = None, text_field
             table = table.filter(pc.invert(missing))
         if table.num_rows:
             yield table
-
-
-def string_array(values) -> pa.Array:
-    """``pa.array(values, pa.string())`` (None: null) built from buffers: ``pa.array``'s first call imports pandas,
-    0.2 CPU-seconds in every tokenize worker, which has no other use for it."""
-    data = [b"" if v is None else v.encode() for v in values]
-    offsets = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum([len(d) for d in data], out=offsets[1:])
-    if offsets[-1] >= 1 << 31:
-        raise ValueError("string_array: more than 2 GB of text")
-    valid = np.array([v is not None for v in values], dtype=bool)
-    nulls = len(valid) - int(valid.sum())
-    return pa.Array.from_buffers(pa.string(), len(data), [
-        pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None,
-        pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))], null_count=nulls)
 
 
 def _parquet_batches(item: InputFile, text_field: str, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:

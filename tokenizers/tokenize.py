@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from curate import storage
 from curate.remote import is_remote
 from curate.schema import doc_id
-from curate.tokenizers.corpus import (InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents,
-                                     string_array)
+from curate.arrays import string_array
+from curate.tokenizers.corpus import InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.params import TokenizeParams
 
