@@ -17,7 +17,7 @@ WARC file in the same run; marginal rate = kept pages / (wall - fixed). Rounds a
 the same load from other jobs; the load average is printed with every figure. CPU seconds are those of the command's
 whole process tree (Ray's or datatrove's workers, the extraction sandboxes), sampled every 0.2 s.
 
-    .venv/bin/python -m curate.benchmarks.extract_vs_datatrove [--copies 16] [--workers 2] [--rounds 2]
+    .venv/bin/python -m curate.benchmarks.extract_vs_datatrove [--copies N] [--workers 2] [--rounds 2] [--multilingual]
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ FILES = ["resiliparse/warcfile.warc.gz", "dolma/sample-0000.warc.gz", "webarchiv
 TINY = "warcio/example.warc.gz"
 DT_VENV = Path(tempfile.gettempdir()) / "curate-bench-datatrove-venv"
 THRESHOLD = 0.65
+#: the input's size by default: issue #16 asks for >= 50 MB (here of copies: the repo's real WARC files are 6 MB)
+MIN_INPUT_BYTES = 50_000_000
 
 DATATROVE_SCRIPT = r"""
 import json, sys, time
@@ -219,7 +221,8 @@ def run_datatrove(python: Path, input_dir: Path, work: Path, workers: int, tasks
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=16)
+    parser.add_argument("--copies", type=int, default=None,
+                        help="copies of the files (default: the fewest that make 50 MB, the size issue #16 asks for)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all commands")
     parser.add_argument("--skip-datatrove", action="store_true")
@@ -232,11 +235,15 @@ def main() -> None:
     input_dir, tiny_dir = work / "input", work / "tiny"
     input_dir.mkdir()
     tiny_dir.mkdir()
+    pages = html_pages_warc(work / "pages.warc.gz") if args.multilingual else 0
+    if args.copies is None:
+        per_copy = sum((DATA / name).stat().st_size for name in FILES)
+        per_copy += (work / "pages.warc.gz").stat().st_size if args.multilingual else 0
+        args.copies = -(-MIN_INPUT_BYTES // per_copy)
     for copy in range(args.copies):
         for name in FILES:
             shutil.copy(DATA / name, input_dir / f"{copy:02d}-{name.replace('/', '-')}")
     if args.multilingual:
-        pages = html_pages_warc(work / "pages.warc.gz")
         for copy in range(args.copies):
             shutil.copy(work / "pages.warc.gz", input_dir / f"{copy:02d}-html-extraction-pages.warc.gz")
         print(f"with {pages} html_extraction pages per copy, as a WARC file")
