@@ -31,6 +31,19 @@ def string_array(values) -> pa.Array:
         validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))], null_count=nulls)
 
 
+def int64_array(values: np.ndarray) -> pa.Array:
+    """``pa.array(values, pa.int64())`` for a numpy array without nulls (no copy when it is int64 already)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def to_numpy(array: pa.Array, dtype) -> np.ndarray:
+    """The values of an Arrow array of fixed-width numbers without nulls, as numpy (no copy; where
+    ``Array.to_numpy`` would import pandas, as it does for some types)."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
 def numbers_array(values, type: pa.DataType) -> pa.Array:
     """``pa.array(values, type)`` for int32/int64/float32/float64; None is null."""
     if type not in _NUMPY:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from curate import storage
 from curate.remote import is_remote
 from curate.schema import doc_id
-from curate.arrays import string_array
+from curate.arrays import int64_array, string_array, table_from_rows, to_numpy
 from curate.tokenizers.corpus import InputFile, ReadCounts, estimated_text_bytes, parquet_row_ranges, read_documents
 from curate.tokenizers.encoder import Encoder
 from curate.tokenizers.params import TokenizeParams
@@ -108,7 +108,7 @@ class _ShardWriter:
         offsets = np.concatenate(self.offsets).astype(np.int64)
         np.append(offsets, self.offset).astype(np.uint64).tofile(self.local[".idx"])
         docs = pa.table({"id": pa.concat_arrays(self.ids), "lang": pa.concat_arrays(self.langs),
-                         "offset": _int64s(offsets), "tokens": _int64s(np.concatenate(self.lengths))},
+                         "offset": int64_array(offsets), "tokens": int64_array(np.concatenate(self.lengths))},
                         schema=DOCS_SCHEMA)
         pq.write_table(docs, self.local[".docs.parquet"])
         for suffix, local in self.local.items():
@@ -158,7 +158,7 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
                     if source not in writers:
                         writers[source] = _ShardWriter(output, source, task, dtype)
                     writers[source].write(part["id"].combine_chunks(), part["lang"].combine_chunks(), flat, lengths)
-                    bytes_of[source].append(_numpy(pc.binary_length(part["text"]).combine_chunks(), np.int32))
+                    bytes_of[source].append(to_numpy(pc.binary_length(part["text"]).combine_chunks(), np.int32))
         # per language, not per document: once per source and task (not per batch)
         for source, writer in writers.items():
             for lang, docs, tokens, n_bytes in _per_language(pa.concat_arrays(writer.langs),
@@ -170,14 +170,11 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
         for writer in writers.values():
             writer.discard()
         raise
-    rows_out = [(task, s, lang, c["docs"], c["tokens"], c["bytes"], shards[s])
-                for (s, lang), c in sorted(totals.items(), key=str)]
-    columns = list(zip(*rows_out)) or [()] * len(STATS_SCHEMA)
+    rows_out = [{"task": task, "source": s, "lang": lang, "docs": c["docs"], "tokens": c["tokens"],
+                 "bytes": c["bytes"], "shard": shards[s]} for (s, lang), c in sorted(totals.items(), key=str)]
     stats_path = storage.join(output, "stats", task + ".parquet")
     with storage.staged(stats_path) as local:
-        arrays = [string_array(values) if field.type == pa.string() else _int64s(np.array(values, np.int64))
-                  for field, values in zip(STATS_SCHEMA, columns)]
-        pq.write_table(pa.table(arrays, schema=STATS_SCHEMA), local)
+        pq.write_table(table_from_rows(rows_out, STATS_SCHEMA), local)
     marker = {"input": item.path, "skipped": dict(counts.skipped)}
     if rows is not None:
         marker["rows"] = list(rows)
@@ -188,25 +185,10 @@ def tokenize_task(item: InputFile, task: str, model: bytes, output: str, params:
             "cpu_seconds": cpu_clock() - cpu_started, "node": _node(), "pid": os.getpid(), "started": clock}
 
 
-# Arrow arrays built without ``pa.array``: it imports pandas on its first call (0.2 CPU-seconds, more than a
-# worker's encoder), which a tokenize task has no other use for.
-
-def _numpy(array: pa.Array, dtype) -> np.ndarray:
-    """The values of an Arrow array of fixed-width numbers without nulls, as numpy (no copy)."""
-    dtype = np.dtype(dtype)
-    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
-
-
-def _int64s(values: np.ndarray) -> pa.Array:
-    """``pa.array(values, pa.int64())`` for a numpy array."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
 def _per_language(langs: pa.Array, tokens: np.ndarray, n_bytes: np.ndarray) -> Iterator[tuple]:
     """(lang, documents, tokens, bytes) for each language of a task's documents (null: a language of its own)."""
     codes = pc.dictionary_encode(langs, null_encoding="encode")
-    index = _numpy(codes.indices, np.int32)
+    index = to_numpy(codes.indices, np.int32)
     n = len(codes.dictionary)
     docs = np.bincount(index, minlength=n)
     # float64 sums of integers, exact below 2**53
